@@ -1,0 +1,43 @@
+"""The CLI skeleton: fast help, version, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from medseg import __version__
+from medseg.cli import app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_every_command_has_help():
+    for command in ("ingest", "train", "predict", "evaluate", "models", "demo"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, (command, result.output)
+
+
+def test_unknown_command_is_usage_error():
+    result = runner.invoke(app, ["no-such-command"])
+    assert result.exit_code == 2
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from medseg.cli import app; print('torch' in sys.modules, 'monai' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_help_is_fast():
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "medseg", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - start < 3.0  # generous: a loaded 2-core CI machine; ~0.25 s idle
