@@ -8,12 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from medseg.errors import InputError
+from medseg.io.grid import reorient_to_match, resample_to_grid
 from medseg.io.nifti import is_nifti, read_nifti, write_nifti
 from medseg.io.volume import Volume
 
 IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
 
-__all__ = ["Volume", "read_volume", "write_volume", "read_nifti", "write_nifti", "is_nifti", "IMAGE2D_SUFFIXES"]
+__all__ = ["Volume", "read_volume", "write_volume", "read_nifti", "write_nifti", "is_nifti", "IMAGE2D_SUFFIXES",
+           "resample_to_grid", "reorient_to_match"]
 
 
 def read_volume(path: str | Path, *, as_label: bool = False, series_uid: str | None = None,
@@ -47,13 +49,18 @@ def read_volume(path: str | Path, *, as_label: bool = False, series_uid: str | N
     raise InputError("not a recognised image (expected NIfTI, DICOM, NRRD/MHA or a 2D image)", path)
 
 
-def write_volume(volume: Volume, path: str | Path, dtype=None) -> Path:
-    """Write ``volume``; the format follows the suffix (NIfTI, or a 2D image for 2D volumes)."""
+def write_volume(volume: Volume, path: str | Path, dtype=None, *, overwrite: bool = True) -> Path:
+    """Write ``volume``; the format follows the suffix (NIfTI, or a 2D image for 2D volumes).
+
+    Written atomically; ``overwrite=False`` raises ``OutputExistsError`` for an existing ``path``.
+    """
     path = Path(path)
     if is_nifti(path):
-        return write_nifti(volume, path, dtype=dtype)
+        return write_nifti(volume, path, dtype=dtype, overwrite=overwrite)
     if path.suffix.lower() in IMAGE2D_SUFFIXES:
         from medseg.io.image2d import write_image2d
 
-        return write_image2d(volume, path)
+        if dtype is not None:
+            volume = volume.with_array(volume.array.astype(dtype))
+        return write_image2d(volume, path, overwrite=overwrite)
     raise InputError("unsupported output format (use .nii.gz, .nii or a 2D image suffix)", path)

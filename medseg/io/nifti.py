@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import InputError
+from medseg.errors import InputError, OutputExistsError
 from medseg.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".img", ".img.gz")
@@ -61,27 +61,36 @@ def read_nifti(path: str | Path) -> Volume:
     return Volume(array=np.ascontiguousarray(array), affine=np.asarray(img.affine, dtype=np.float64), source=str(path), meta=meta)
 
 
-def write_nifti(volume: Volume, path: str | Path, dtype: np.dtype | str | None = None) -> Path:
+def write_nifti(volume: Volume, path: str | Path, dtype: np.dtype | str | None = None, *,
+                overwrite: bool = True) -> Path:
     """Write ``volume`` to ``path`` (``.nii`` or ``.nii.gz``) with its exact affine as both sform and qform.
 
-    The file is written to a temporary name beside the target and renamed into place.
+    ``array`` ``(C, *spatial)`` is stored as ``(*spatial)`` for one channel, else ``(*spatial, C)``.
+    64-bit integers are stored as int32 when the values fit (nibabel refuses int64 without a header);
+    NIfTI-2 is used when an axis exceeds the NIfTI-1 limit of 32767. The file is written to a temporary
+    name beside the target and renamed into place; ``overwrite=False`` refuses an existing ``path``.
     """
     import nibabel as nib
 
     from medseg.io.atomic import atomic_path
 
     path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputExistsError("output exists (pass overwrite=True to replace it)", path)
     array = volume.array
     if dtype is not None:
         array = array.astype(dtype)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
-    if array.dtype == np.float16:
-        pass  # nibabel stores float16 (NIFTI_TYPE_FLOAT16)
+    if array.dtype in (np.int64, np.uint64) and array.size:
+        if array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max:
+            raise InputError("integer values outside the int32 range cannot be written to NIfTI", path)
+        array = array.astype(np.int32)
     data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
     if volume.ndim == 2 and data.ndim == 2:
         data = data[:, :, None]
-    img = nib.Nifti1Image(np.ascontiguousarray(data), volume.affine)
+    image_class = nib.Nifti2Image if max(data.shape) > 32767 else nib.Nifti1Image
+    img = image_class(np.ascontiguousarray(data), volume.affine)
     img.set_sform(volume.affine, code=1)
     img.set_qform(volume.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
