@@ -57,6 +57,7 @@ def run_command(func, *args, **kwargs):
     from medseg import progress
     from medseg.errors import MedsegError, UsageError
 
+    was_enabled = progress.enabled()
     progress.enable(True)
     try:
         return func(*args, **kwargs)
@@ -74,6 +75,8 @@ def run_command(func, *args, **kwargs):
         if _state["debug"]:
             raise
         raise fail("out of memory", 1) from None
+    finally:
+        progress.enable(was_enabled)
 
 
 # Register the commands (each module adds its command to ``app``).
