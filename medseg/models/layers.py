@@ -1,0 +1,174 @@
+"""Shared building blocks: small factories by ``spatial_dims`` (2 or 3) and the model base class.
+
+Every architecture builds its convolutions, normalizations, activations, pooling and up-sampling
+through these factories so that one class serves 2D and 3D (MONAI-style), and so that options such
+as ``norm="instance"`` mean the same thing everywhere.
+
+Shapes: ``(B, C, *spatial)`` with ``len(spatial) == spatial_dims``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from medseg.errors import ConfigError
+
+NORMS = ("batch", "instance", "group", "none")
+ACTS = ("relu", "leaky_relu", "prelu", "gelu", "none")
+
+
+def _check_dims(spatial_dims: int) -> int:
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    return spatial_dims
+
+
+def conv(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: int | None = None,
+    groups: int = 1,
+    bias: bool = True,
+) -> nn.Module:
+    """``Conv2d``/``Conv3d``; ``padding`` defaults to ``kernel_size // 2`` (size-preserving at stride 1)."""
+    cls = (nn.Conv2d, nn.Conv3d)[_check_dims(spatial_dims) - 2]
+    padding = kernel_size // 2 if padding is None else padding
+    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=bias)
+
+
+def conv_transpose(spatial_dims: int, in_channels: int, out_channels: int, scale: int = 2, bias: bool = True) -> nn.Module:
+    """Up-convolution: ``ConvTranspose{2,3}d`` with kernel = stride = ``scale`` (sides × scale)."""
+    cls = (nn.ConvTranspose2d, nn.ConvTranspose3d)[_check_dims(spatial_dims) - 2]
+    return cls(in_channels, out_channels, scale, stride=scale, bias=bias)
+
+
+def norm(name: str | None, spatial_dims: int, channels: int, groups: int = 8) -> nn.Module:
+    """Normalization by name: ``batch``, ``instance`` (affine), ``group`` (``groups`` groups) or ``none``."""
+    name = (name or "none").lower()
+    dims = _check_dims(spatial_dims)
+    if name == "batch":
+        return (nn.BatchNorm2d, nn.BatchNorm3d)[dims - 2](channels)
+    if name == "instance":
+        return (nn.InstanceNorm2d, nn.InstanceNorm3d)[dims - 2](channels, affine=True)
+    if name == "group":
+        return nn.GroupNorm(min(groups, channels), channels)
+    if name == "none":
+        return nn.Identity()
+    raise ConfigError(f"unknown normalization {name!r}; choose one of {', '.join(NORMS)}")
+
+
+def act(name: str | None, channels: int | None = None) -> nn.Module:
+    """Activation by name: ``relu``, ``leaky_relu``, ``prelu`` (one slope per channel), ``gelu`` or ``none``."""
+    name = (name or "none").lower()
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01, inplace=True)
+    if name == "prelu":
+        return nn.PReLU(channels or 1)
+    if name == "gelu":
+        return nn.GELU()
+    if name == "none":
+        return nn.Identity()
+    raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTS)}")
+
+
+def max_pool(spatial_dims: int, kernel_size: int = 2) -> nn.Module:
+    """``MaxPool{2,3}d`` with stride = kernel (sides ÷ kernel)."""
+    return (nn.MaxPool2d, nn.MaxPool3d)[_check_dims(spatial_dims) - 2](kernel_size)
+
+
+def avg_pool(spatial_dims: int, kernel_size: int = 2, ceil_mode: bool = False) -> nn.Module:
+    """``AvgPool{2,3}d`` with stride = kernel."""
+    cls = (nn.AvgPool2d, nn.AvgPool3d)[_check_dims(spatial_dims) - 2]
+    return cls(kernel_size, stride=kernel_size, ceil_mode=ceil_mode, count_include_pad=False)
+
+
+def upsample(spatial_dims: int, scale: int = 2) -> nn.Module:
+    """Parameter-free (bi/tri)linear up-sampling by ``scale`` (``align_corners=False``)."""
+    mode = ("bilinear", "trilinear")[_check_dims(spatial_dims) - 2]
+    return nn.Upsample(scale_factor=scale, mode=mode, align_corners=False)
+
+
+class ConvNormAct(nn.Sequential):
+    """conv (k×k, ``padding`` default k // 2: size-preserving at stride 1) → norm → act.
+
+    The conv has no bias when a norm follows.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        norm_name: str | None = "batch",
+        act_name: str | None = "relu",
+        groups: int = 1,
+        padding: int | None = None,
+    ):
+        has_norm = (norm_name or "none").lower() != "none"
+        super().__init__(
+            conv(spatial_dims, in_channels, out_channels, kernel_size, stride, padding, groups, bias=not has_norm),
+            norm(norm_name, spatial_dims, out_channels),
+            act(act_name, out_channels),
+        )
+
+
+class SegmentationModel(nn.Module):
+    """Base class of every medseg network.
+
+    Attributes every model sets: ``spatial_dims`` (2 or 3), ``size_multiple`` (each input side must be a
+    multiple of it; ``medseg.models.forward_padded`` pads and crops back), ``deep_supervision`` (in
+    ``train()`` mode ``forward`` returns a list of logits, the first at full resolution).
+    """
+
+    spatial_dims: int = 2
+    size_multiple: int = 1
+    deep_supervision: bool = False
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ConfigError`` unless ``x`` is ``(B, C, *spatial)`` with sides multiple of ``size_multiple``."""
+        expected = self.spatial_dims + 2
+        if x.dim() != expected:
+            raise ConfigError(
+                f"{type(self).__name__} expects a {expected}-D input (B, C, {self.spatial_dims} spatial sides), "
+                f"got shape {tuple(x.shape)}"
+            )
+        spatial = tuple(x.shape[2:])
+        if any(side % self.size_multiple for side in spatial):
+            raise ConfigError(
+                f"{type(self).__name__} needs every spatial side to be a multiple of {self.size_multiple}, "
+                f"got {spatial} (pad the input, e.g. with medseg.models.forward_padded)"
+            )
+
+    def outputs(self, logits: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """Return ``logits`` (finest first) in train mode with deep supervision, else only the finest."""
+        if self.deep_supervision and self.training:
+            return list(logits)
+        return logits[0]
+
+
+def init_weights(module: nn.Module, nonlinearity: str = "relu") -> None:
+    """Kaiming-normal (fan-out) convolutions, truncated-normal linears, unit norms, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity=nonlinearity)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.InstanceNorm3d)):
+            if getattr(m, "weight", None) is not None:
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
