@@ -155,3 +155,56 @@ def write_index(entries: list[dict], out_dir: str | Path, title: str = "medseg o
     with atomic_path(path) as tmp:
         tmp.write_text(page)
     return path
+
+
+def _mean_dice(pred: np.ndarray, ref: np.ndarray) -> float | None:
+    values = [v for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0]
+    if not values:
+        return None
+    scores = []
+    for v in values:
+        p, r = pred == v, ref == v
+        denom = p.sum() + r.sum()
+        scores.append(2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0)
+    return float(np.mean(scores))
+
+
+class OverlayHook:
+    """Per-case hook for ``medseg.metrics.evaluate(case_hook=...)``: writes ``out_dir/CASE.png``.
+
+    Picklable (a plain class holding a folder), so it runs in evaluation worker processes. Cases
+    without an image are drawn on the reference labels' grid with a blank background.
+    """
+
+    def __init__(self, out_dir: str | Path, label_names: dict[str, int] | None = None):
+        self.out_dir = Path(out_dir)
+        self.label_names = dict(label_names or {})
+
+    def __call__(self, case: str, pred: Volume, ref: Volume, image: Volume | None) -> None:
+        dice = _mean_dice(pred.array[0], ref.array[0])
+        background = image if image is not None and image.same_grid(ref, atol=1e-3) else ref.with_array(
+            np.zeros_like(ref.array, dtype=np.float32))
+        title = f"{case}   mean Dice {dice:.3f}" if dice is not None else case
+        render_overlay(background, self.out_dir / f"{case}.png", prediction=pred, reference=ref, title=title,
+                       label_names=self.label_names)
+
+
+def check_overlay_folder(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse an overlay folder that already holds pictures unless ``overwrite``."""
+    from medseg.errors import OutputExistsError
+
+    out_dir = Path(out_dir)
+    if not overwrite and (out_dir / "index.html").exists():
+        raise OutputExistsError("overlay folder already holds an index.html (pass --overwrite)", out_dir)
+
+
+def index_from_report(report, out_dir: str | Path) -> Path:
+    """``index.html`` for the pictures an ``OverlayHook`` wrote, with each case's mean foreground Dice."""
+    out_dir = Path(out_dir)
+    by_case: dict[str, list[float]] = {}
+    for row in report.rows:
+        if row.get("dice") is not None and row.get("status") in ("ok", "pred_empty", "ref_empty"):
+            by_case.setdefault(row["case"], []).append(float(row["dice"]))
+    entries = [{"case": case, "png": out_dir / f"{case}.png", "dice": float(np.mean(by_case[case])) if by_case.get(case) else None}
+               for case in report.cases if (out_dir / f"{case}.png").exists()]
+    return write_index(entries, out_dir)

@@ -21,19 +21,28 @@ def _tolerances(text: str) -> list[float]:
 
 
 def _evaluate(pred: Path, gt: Path, labels: Optional[str], tolerances: list[float], output: Optional[Path],
-              plots: Optional[Path], workers: int, device: str, resample_pred: bool, overwrite: bool) -> None:
+              plots: Optional[Path], workers: int, device: str, resample_pred: bool, overwrite: bool,
+              images: Optional[Path] = None, overlay: Optional[Path] = None) -> None:
     from medseg.metrics.case import metric_names
     from medseg.metrics.evaluation import evaluate
     from medseg.metrics.report import check_outputs, output_paths, print_table, write_outputs
 
-    check_outputs(output_paths(output, plots, metric_names(tolerances)), overwrite)  # fail before the work
-    report = evaluate(pred, gt, labels=labels, tolerances_mm=tolerances, workers=workers, device=device,
-                      resample_pred=resample_pred)
-    print_table(report)
     from medseg import progress
+    from medseg.metrics.labels import parse_labels
+    from medseg.overlays import OverlayHook, check_overlay_folder, index_from_report
 
+    check_outputs(output_paths(output, plots, metric_names(tolerances)), overwrite)  # fail before the work
+    hook = None
+    if overlay is not None:
+        check_overlay_folder(overlay, overwrite)
+        hook = OverlayHook(overlay, parse_labels(labels) if labels else None)
+    report = evaluate(pred, gt, labels=labels, tolerances_mm=tolerances, workers=workers, device=device,
+                      resample_pred=resample_pred, images=images, case_hook=hook)
+    print_table(report)
     for path in write_outputs(report, output, plots, overwrite=overwrite):
         progress.info(f"wrote {path}")
+    if overlay is not None:
+        progress.info(f"wrote overlays: {index_from_report(report, overlay)}")
 
 
 @app.command("evaluate")
@@ -56,6 +65,12 @@ def evaluate_command(
     resample_pred: bool = typer.Option(
         False, "--resample-pred", help="Resample predictions onto the reference grid (nearest neighbour) instead of refusing them."
     ),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="Scan(s) matching GT by case name (CASE.nii.gz or CASE_0000.nii.gz), drawn under --overlay contours."
+    ),
+    overlay: Optional[Path] = typer.Option(
+        None, "--overlay", help="Folder for overlay PNGs (prediction and reference contours) and an index.html."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing report files."),
 ) -> None:
     """Score predictions against references: Dice, IoU, sensitivity, specificity, precision, HD, HD95, ASSD, NSD.
@@ -64,4 +79,4 @@ def evaluate_command(
     (ok, ref_empty, pred_empty, both_empty); summary statistics use finite values only.
     """
     run_command(_evaluate, pred, gt, labels, _tolerances(nsd_tolerance), output, plots, workers, device,
-                resample_pred, overwrite)
+                resample_pred, overwrite, images, overlay)

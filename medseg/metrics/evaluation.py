@@ -183,7 +183,10 @@ def evaluate(pred: str | Path, ref: str | Path, labels: Mapping[str, int] | str 
         raise ConfigError(f"NSD tolerances must be finite numbers >= 0 mm, got {list(tolerances_mm)}")
     label_map = parse_labels(labels) if labels is None or isinstance(labels, (str, Path)) else dict(labels)
     match = match_cases(pred, ref)
-    image_files = list_cases(Path(images)) if images is not None else {}
+    image_files: dict[str, Path] = {}
+    if images is not None:  # a folder of scans paired by case name, or the one scan of a file pair
+        images = Path(images)
+        image_files = list_cases(images) if images.is_dir() else {case: images for case, _, _ in match.pairs}
     device = resolve_device(device)
     jobs = [_CaseJob(case, p, r, label_map, tolerances, device, backend, resample_pred, image_files.get(case), case_hook)
             for case, p, r in match.pairs]
