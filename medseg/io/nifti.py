@@ -58,7 +58,7 @@ def read_nifti(path: str | Path) -> Volume:
         "qform_code": int(hdr["qform_code"]) if "qform_code" in hdr else 0,
         "sform_code": int(hdr["sform_code"]) if "sform_code" in hdr else 0,
     }
-    return Volume(array=np.ascontiguousarray(array), affine=np.asarray(img.affine, dtype=np.float64), source=str(path), meta=meta)
+    return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), source=str(path), meta=meta)
 
 
 def write_nifti(volume: Volume, path: str | Path, dtype: np.dtype | str | None = None, *,
