@@ -67,6 +67,8 @@ def predict_command(
     whole_image_factor: Annotated[float, typer.Option("--whole-image-factor",
         help="Predict a scan in one window when it holds at most this many patches' voxels, e.g. 4 "
              "(faster on small scans; 0: always patch windows).")] = 0.0,
+    overlay: Annotated[Optional[Path], typer.Option("--overlay",
+        help="Folder for overlay PNGs (prediction contours on axial, coronal and sagittal slices) and an index.html.")] = None,
 ) -> None:
     """Predict a label map for each input in the input's exact geometry (same shape, affine, spacing)."""
     import dataclasses
@@ -85,7 +87,7 @@ def predict_command(
         flips=flips, crf=crf, crf_config=crf_config, overlap=overlap, batch_size=batch_size, keep_largest=keep_largest,
         save_probabilities=save_probabilities, save_uncertainty=save_uncertainty, uncertainty=uncertainty, fmt=fmt,
         overwrite=overwrite, shard=shard, series_uid=series_uid, channels=parse_channels(channels),
-        whole_image_factor=whole_image_factor,
+        whole_image_factor=whole_image_factor, overlay=overlay,
     )
     _print_summary(summary)
 
@@ -108,3 +110,5 @@ def _print_summary(summary) -> None:
         table.add_row(row["case"], "\n".join(row["outputs"]), "×".join(map(str, row["shape"])), voxels,
                       f"{row['seconds']:.2f}")
     console.print(table)
+    if summary.overlay_index is not None:
+        console.print(f"overlays: {summary.overlay_index}")

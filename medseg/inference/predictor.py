@@ -67,7 +67,8 @@ class Prediction:
     """What :meth:`Predictor.predict` returns, all on the scan's grid (its exact affine).
 
     ``labels``: ``(1, *spatial)`` uint8 (int16 above 255). ``probabilities``: ``(K, *spatial)``
-    float16 or None. ``uncertainty``: ``(1, *spatial)`` float32 in [0, 1] or None.
+    float16 or None. ``uncertainty``: ``(1, *spatial)`` float32 in [0, 1] or None. ``image``: the scan
+    as read (for overlay pictures).
     """
 
     labels: Volume
@@ -76,6 +77,7 @@ class Prediction:
     case: str = ""
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    image: Volume | None = field(default=None, repr=False)
 
 
 class Predictor:
@@ -302,7 +304,7 @@ class Predictor:
         if self.keep_largest:
             labels = keep_largest_component(labels, range(1, self.num_classes))
         label_volume = self._on_grid(volume, labels[None], kind="labels")
-        return Prediction(labels=label_volume, probabilities=prob_volume, uncertainty=unc_volume, case=case,
+        return Prediction(labels=label_volume, probabilities=prob_volume, uncertainty=unc_volume, case=case, image=volume,
                           seconds=time.perf_counter() - start,
                           info={"preprocessed_shape": list(spatial), "accumulate_device": str(acc_device),
                                 "crf_seconds": crf_seconds})

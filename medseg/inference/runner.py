@@ -31,6 +31,7 @@ class PredictSummary:
     shard: tuple[int, int] | None = None
     total_cases: int = 0
     seconds: float = 0.0
+    overlay_index: Path | None = None
 
 
 def resolve_model(model: str | Path | None, models_dir: str | Path = "models") -> Path:
@@ -98,8 +99,12 @@ def predict_files(
     series_uid: str | None = None,
     channels: Sequence[str] | None = None,
     whole_image_factor: float = 0.0,
+    overlay: str | Path | None = None,
 ) -> PredictSummary:
-    """Predict every input into ``output`` and return a :class:`PredictSummary` (see ``medseg predict``)."""
+    """Predict every input into ``output`` and return a :class:`PredictSummary` (see ``medseg predict``).
+
+    ``overlay``: a folder for one PNG per case (prediction contours on the scan) and an ``index.html``.
+    """
     from medseg import progress
     from medseg.inference.inputs import check_outputs, gather_cases, output_paths, parse_shard, shard_cases
     from medseg.inference.predictor import Predictor
@@ -117,17 +122,27 @@ def predict_files(
     planned = {c.name: output_paths(c, output, fmt, save_probabilities, save_uncertainty) for c in cases}
     check_outputs(planned, cases, overwrite)
     check_dicom_series(cases, series_uid)
+    if overlay is not None:
+        from medseg.overlays import check_overlay_folder
+
+        check_overlay_folder(overlay, overwrite)
     with progress.bar("cases", len(cases)) as advance:
         for case in cases:
             summary.rows.append(_predict_case(predictor, case, planned[case.name], probabilities=save_probabilities,
-                                              uncertainty=save_uncertainty, series_uid=series_uid, overwrite=overwrite))
+                                              uncertainty=save_uncertainty, series_uid=series_uid, overwrite=overwrite,
+                                              overlay=overlay))
             advance(1)
+    if overlay is not None:
+        from medseg.overlays import write_index
+
+        entries = [{"case": row["case"], "png": Path(overlay) / f"{row['case']}.png"} for row in summary.rows]
+        summary.overlay_index = write_index(entries, overlay, title="medseg predictions")
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 def _predict_case(predictor, case, paths: dict[str, Path], *, probabilities: bool, uncertainty: bool,
-                  series_uid: str | None, overwrite: bool) -> dict[str, Any]:
+                  series_uid: str | None, overwrite: bool, overlay: str | Path | None = None) -> dict[str, Any]:
     """Predict one case and write its files; returns its summary row."""
     from medseg.inference.export import write_prediction
 
@@ -135,6 +150,12 @@ def _predict_case(predictor, case, paths: dict[str, Path], *, probabilities: boo
     prediction = predictor.predict(source, probabilities=probabilities, uncertainty=uncertainty,
                                    series_uid=series_uid, case=case.name)
     written = write_prediction(prediction, paths, case, predictor.labels, overwrite=overwrite, series_uid=series_uid)
+    if overlay is not None:
+        from medseg.overlays import render_overlay
+
+        names = {name: value for name, value in predictor.labels.items() if value != 0}
+        written.append(render_overlay(prediction.image, Path(overlay) / f"{case.name}.png", prediction=prediction.labels,
+                                      title=case.name, label_names=names))
     counts = np.bincount(prediction.labels.array.ravel().astype(np.int64))
     present = {name: int(counts[v]) for name, v in predictor.labels.items() if 0 < v < len(counts) and counts[v]}
     return {"case": case.name, "outputs": [str(p) for p in written], "shape": list(prediction.labels.spatial_shape),

@@ -158,3 +158,13 @@ def test_2d_images_and_crf(tmp_path, monkeypatch):
     probs = read_volume(tmp_path / "predictions" / "img_probabilities.nii.gz")
     assert probs.num_channels == 2 and probs.spatial_shape == (48, 40, 1)
     assert_one_line_error(invoke("img.png", "--crf-mode", "4d", "--overwrite"), "4d", code=2)
+
+
+def test_overlay_pictures_and_index(work):
+    result = invoke("inputs", "--no-tta", "--overlay", "overlays")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (work / "overlays").glob("*.png")) == ["case0.png", "case1.png"]
+    index = (work / "overlays" / "index.html").read_text()
+    assert 'src="case0.png"' in index and 'src="case1.png"' in index
+    again = invoke("inputs", "--no-tta", "--overlay", "overlays", "-o", "other")
+    assert_one_line_error(again, "--overwrite")
