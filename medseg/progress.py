@@ -58,3 +58,30 @@ def info(message: str) -> None:
     """A status line (stderr) when progress is enabled."""
     if _enabled:
         console().print(message)
+
+
+@contextlib.contextmanager
+def bars(*tasks: tuple[str, int | None]):
+    """Several bars in one display (e.g. epochs and iterations).
+
+    ``with bars(("epochs", 10), ("iterations", 250)) as update: update(1, advance=1, description="...")``;
+    ``update(i, reset=True)`` restarts bar ``i``. Silent when progress is disabled.
+    """
+    if not _enabled:
+        yield lambda index, advance=0, description=None, reset=False, completed=None: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console(), transient=False,
+    ) as progress:
+        ids = [progress.add_task(description, total=total) for description, total in tasks]
+
+        def update(index: int, advance: float = 0, description: str | None = None, reset: bool = False,
+                   completed: float | None = None) -> None:
+            if reset:
+                progress.reset(ids[index])
+            progress.update(ids[index], advance=advance or None, description=description, completed=completed)
+
+        yield update

@@ -14,8 +14,11 @@ A run folder ``models/RUN/`` holds ``config.yaml``, ``checkpoint_last.pt``, ``ch
 ``config``          the resolved run configuration as a plain dict
 ``labels``          {name: int}, including ``background: 0``
 ``plan``            the preprocessing plan of the dataset (see ``medseg.preprocessing``)
-``rng``             random states for exact resume (training only)
-``best_dice``       float
+``rng``             random states for exact resume (training only): python, numpy, torch, cuda
+``best_dice``       float (NaN before the first validation)
+``spatial_dims``    2 or 3: the network's; ``patch_size`` list of ints it was trained on
+``activation``      "softmax" (K channels) or "sigmoid" (one channel, binary: probabilities [1 - p, p])
+``dataset``, ``fold``, ``val_dice``  where the run came from and its last validation Dice (training only)
 """
 
 from __future__ import annotations

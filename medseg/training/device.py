@@ -1,0 +1,82 @@
+"""Device choice, device memory and the mixed-precision decision (pure where it can be)."""
+
+from __future__ import annotations
+
+from medseg.errors import ConfigError
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0):
+    """``torch.device`` for ``name``: ``auto`` = CUDA (``cuda:local_rank``), then MPS, then CPU.
+
+    ``cuda``/``mps`` that the machine lacks is a ``ConfigError``.
+    """
+    import torch
+
+    name = (name or "auto").lower()
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        if cuda:
+            return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        return torch.device("mps") if mps else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not cuda:
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        index = int(name.split(":", 1)[1]) if ":" in name else local_rank % torch.cuda.device_count()
+        return torch.device("cuda", index)
+    if name == "mps":
+        if not mps:
+            raise ConfigError("--device mps: MPS is not available on this machine")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"--device {name}: expected auto, cuda, cuda:N, mps or cpu")
+
+
+def device_memory_bytes(device) -> int | None:
+    """Total memory of a CUDA device; None elsewhere (the planner then uses its CPU budget)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return None
+
+
+def choose_amp_dtype(device_type: str, bf16_supported: bool, mode: str = "auto"):
+    """The autocast dtype for training, or None for full fp32.
+
+    ``auto``: bf16 on CUDA when supported, else fp16 (with a gradient scaler); off on CPU and MPS.
+    ``bf16``: bf16 anywhere it is supported (CPU autocast supports it); ``fp16``: CUDA only; ``off``: None.
+    """
+    import torch
+
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device_type == "cuda":
+            return torch.bfloat16 if bf16_supported else torch.float16
+        return None
+    if mode == "bf16":
+        if device_type == "cuda" and not bf16_supported:
+            raise ConfigError("--amp bf16: this GPU does not support bfloat16; use fp16 or auto")
+        if device_type == "mps":
+            raise ConfigError("--amp bf16: not supported on MPS; use off")
+        return torch.bfloat16
+    if mode == "fp16":
+        if device_type != "cuda":
+            raise ConfigError(f"--amp fp16 needs CUDA (device is {device_type}); use bf16 or off")
+        return torch.float16
+    raise ConfigError(f"amp mode {mode!r}: expected auto, off, bf16 or fp16")
+
+
+def needs_grad_scaler(dtype) -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 and fp32 do not need it."""
+    import torch
+
+    return dtype == torch.float16
+
+
+def bf16_supported(device) -> bool:
+    import torch
+
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -1,0 +1,123 @@
+"""Per-family training recipes, the resolution of "auto" settings, the optimizer and the LR schedule.
+
+Families (the ``_tiny`` variants share their family's recipe):
+
+=========  =========================  ==================================================================
+family     architectures               defaults
+=========  =========================  ==================================================================
+unet       unet, unet3d, vnet         SGD Nesterov, momentum 0.99, lr 1e-2, weight decay 3e-5, poly decay
+                                      (exponent 0.9), gradient clipping 12, Dice + CE, 1000 epochs (nnU-Net)
+unext      unext                      Adam lr 1e-3, weight decay 1e-4, cosine to 1e-5, Dice + CE, 100 epochs
+cm_mlp     cm_mlp                     Adam lr 1e-4, lr × 0.1 every quarter of training, gradient clipping
+                                      0.5, edge-weighted BCE + IoU on a sigmoid map (binary data) with
+                                      equally weighted deep supervision, 60 epochs (the authors' recipe)
+=========  =========================  ==================================================================
+
+The learning rate is a pure function of the epoch (``learning_rate``), set at the start of each epoch,
+so the "scheduler state" of a checkpoint is just the epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from medseg.config import RunConfig
+
+FAMILIES = {
+    "unet": {
+        "optim": dict(optimizer="sgd", lr=1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True, schedule="poly",
+                      grad_clip=12.0, min_lr=0.0),
+        "loss": dict(name="dice_ce", deep_supervision_weights="halving"),
+        "epochs": 1000,
+    },
+    "unext": {
+        "optim": dict(optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0, nesterov=False, schedule="cosine",
+                      grad_clip=0.0, min_lr=1e-5),
+        "loss": dict(name="dice_ce", deep_supervision_weights="halving"),
+        "epochs": 100,
+    },
+    "cm_mlp": {
+        "optim": dict(optimizer="adam", lr=1e-4, weight_decay=0.0, momentum=0.0, nesterov=False, schedule="step",
+                      grad_clip=0.5, min_lr=0.0),
+        "loss": dict(name="edge_bce_iou", deep_supervision_weights="equal"),
+        "epochs": 60,
+    },
+}
+ITERATIONS_PER_EPOCH = 250
+
+
+def family_of(arch: str) -> str:
+    """``unet`` | ``unext`` | ``cm_mlp`` for a registry name (``_tiny`` variants included)."""
+    base = arch[: -len("_tiny")] if arch.endswith("_tiny") else arch
+    return base if base in FAMILIES else "unet"  # unet3d, vnet and any other network: nnU-Net's recipe
+
+
+def default_workers(world_size: int = 1) -> int:
+    """Loader processes per training process: the CPUs left after the training processes, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, min(8, cpus // max(world_size, 1) - 1))
+
+
+def resolve_recipe(config: RunConfig, *, num_train_cases: int, data_dims: int, network_dims: int,
+                   num_classes: int, patch_size, batch_size: int, world_size: int = 1,
+                   device_type: str = "cpu") -> RunConfig:
+    """Fill every ``None``/``auto`` of ``config`` (the planned patch and batch are given).
+
+    ``num_train_cases``: training cases of this fold (2D image datasets: one epoch = one pass over them).
+    """
+    family = FAMILIES[family_of(config.model.arch)]
+    optim = {k: (v if getattr(config.optim, k) is None else getattr(config.optim, k)) for k, v in family["optim"].items()}
+    epochs = config.train.epochs or family["epochs"]
+    if optim["schedule"] == "step" and config.optim.step_every is None:
+        optim["step_every"] = max(1, epochs // 4)
+    loss = {k: (v if getattr(config.loss, k) is None else getattr(config.loss, k)) for k, v in family["loss"].items()}
+    activation = config.model.activation
+    if activation == "auto":
+        activation = "sigmoid" if family_of(config.model.arch) == "cm_mlp" and num_classes == 2 else "softmax"
+    ipe = config.data.iterations_per_epoch
+    if ipe is None:
+        if data_dims == 2:
+            ipe = max(1, math.ceil(num_train_cases / (batch_size * world_size)))
+        else:
+            ipe = ITERATIONS_PER_EPOCH
+    workers = config.data.workers if config.data.workers is not None else default_workers(world_size)
+    where = config.augment.where
+    if where == "auto":
+        where = "device" if device_type == "cuda" else "workers"
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, patch_size=tuple(int(p) for p in patch_size), batch_size=int(batch_size),
+                                 iterations_per_epoch=int(ipe), workers=int(workers)),
+        model=dataclasses.replace(config.model, activation=activation),
+        optim=dataclasses.replace(config.optim, **optim),
+        loss=dataclasses.replace(config.loss, **loss),
+        augment=dataclasses.replace(config.augment, where=where),
+        train=dataclasses.replace(config.train, epochs=int(epochs), run_name=config.run_name,
+                                  val_every=config.train.val_every or (1 if data_dims == 2 else 5)),
+    )
+
+
+def learning_rate(epoch: int, optim, epochs: int) -> float:
+    """The learning rate for ``epoch`` (0-based) of ``epochs``: poly, cosine, step or constant."""
+    base = optim.lr
+    if optim.schedule == "poly":
+        return base * (1 - epoch / epochs) ** optim.poly_exponent
+    if optim.schedule == "cosine":
+        floor = optim.min_lr or 0.0
+        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if optim.schedule == "step":
+        return base * optim.step_gamma ** (epoch // max(1, optim.step_every or epochs // 4))
+    return base
+
+
+def make_optimizer(parameters, optim):
+    """SGD (Nesterov) or Adam/AdamW from a resolved ``OptimConfig``."""
+    import torch
+
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum, nesterov=bool(optim.nesterov),
+                               weight_decay=optim.weight_decay)
+    cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+    return cls(parameters, lr=optim.lr, weight_decay=optim.weight_decay)

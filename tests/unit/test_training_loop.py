@@ -1,0 +1,193 @@
+"""The training loop on tiny phantom datasets (ingested for real): files, checkpoints, resume, errors."""
+
+from __future__ import annotations
+
+import errno
+import math
+
+import pytest
+import torch
+
+from medseg.config import RunConfig, from_dict, load_yaml, merge
+from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, UsageError
+from medseg.runs import load_checkpoint
+from medseg.training.curves import read_log
+from medseg.training.loop import rng_state, set_rng_state, train
+
+CHECKPOINT_KEYS = {"format_version", "medseg_version", "arch", "model_options", "in_channels", "num_classes", "model",
+                   "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "plan", "rng", "best_dice",
+                   "spatial_dims", "patch_size", "activation"}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """data/ph3d: 4 CT phantoms 32×32×16 (2 folds); data/ph2d: 4 RGB phantoms 64×64 (2 folds)."""
+    from medseg.ingest import ingest
+    from medseg.io import write_volume
+    from medseg.phantoms import image2d_phantom, write_ct_dataset
+
+    root = tmp_path_factory.mktemp("training")
+    write_ct_dataset(root / "raw3d", n_cases=4, shape=(32, 32, 16), orientations=("RAS",))
+    ingest(root / "raw3d", "ph3d", data_root=root / "data", folds=2)
+    for sub in ("images", "masks"):
+        (root / "raw2d" / sub).mkdir(parents=True)
+    for i in range(4):
+        image, label = image2d_phantom(seed=i, size=(64, 64))
+        write_volume(image, root / "raw2d" / "images" / f"img{i}.png")
+        write_volume(label.with_array(label.array * 255), root / "raw2d" / "masks" / f"img{i}.png")
+    ingest(root / "raw2d", "ph2d", data_root=root / "data", folds=2)
+    return root / "data"
+
+
+def _config(data_root, models_dir, name="ph3d", arch="unet3d_tiny", **sections) -> RunConfig:
+    base = {
+        "data": {"name": name, "data_dir": str(data_root), "batch_size": 2, "workers": 0, "iterations_per_epoch": 2,
+                 "patch_size": [16, 16, 16] if arch.startswith("unet3d") else None},
+        "model": {"arch": arch},
+        "train": {"epochs": 1, "val_every": 1, "models_dir": str(models_dir), "device": "cpu"},
+    }
+    return merge(RunConfig(), base, sections)
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoint_last.pt")["model"]
+
+
+def _same_weights(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_one_epoch_3d_writes_every_file_and_a_complete_checkpoint(data_root, tmp_path):
+    from medseg.models import create_model
+
+    result = train(_config(data_root, tmp_path))
+    run = tmp_path / "ph3d_unet3d_tiny_fold0"
+    assert result.run_dir == run
+    for name in ("config.yaml", "checkpoint_last.pt", "checkpoint_best.pt", "log.csv", "curves.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = from_dict(load_yaml(run / "config.yaml"))
+    assert saved == result.config and saved.optim.optimizer == "sgd" and saved.data.patch_size == (16, 16, 16)
+    rows = read_log(run / "log.csv")
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    assert {"val_dice_liver", "val_dice_spleen", "val_dice_kidney", "lr", "samples_per_s", "wall_time_s"} <= set(rows[0])
+    assert 0.0 <= float(rows[0]["val_dice"]) <= 1.0 and math.isfinite(float(rows[0]["train_loss"]))
+
+    ckpt = load_checkpoint(run / "checkpoint_last.pt")
+    assert CHECKPOINT_KEYS <= set(ckpt)
+    assert (ckpt["spatial_dims"], ckpt["patch_size"], ckpt["activation"]) == (3, [16, 16, 16], "softmax")
+    assert ckpt["labels"] == {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
+    assert ckpt["plan"]["dims"] == 3 and ckpt["epoch"] == 1 and ckpt["num_classes"] == 4
+    model = create_model(ckpt["arch"], ckpt["in_channels"], ckpt["num_classes"], **ckpt["model_options"])
+    model.load_state_dict(ckpt["model"])  # everything inference needs to rebuild the network
+    assert load_checkpoint(run / "checkpoint_best.pt")["best_dice"] == pytest.approx(float(rows[0]["val_dice"]), abs=1e-5)
+
+
+def test_2d_network_on_2d_images_and_on_volume_slices(data_root, tmp_path):
+    """2D images whole; volumes as axial slices, augmented in the training process (the GPU path)."""
+    images = train(_config(data_root, tmp_path, name="ph2d", arch="unet_tiny"))
+    ckpt = load_checkpoint(images.run_dir / "checkpoint_last.pt")
+    assert ckpt["spatial_dims"] == 2 and ckpt["patch_size"] == [64, 64]  # the whole image
+    assert ckpt["in_channels"] == 3 and (images.run_dir / "curves.png").is_file()
+    slices = train(_config(data_root, tmp_path, name="ph3d", arch="unet_tiny", augment={"where": "device"}))
+    ckpt = load_checkpoint(slices.run_dir / "checkpoint_last.pt")
+    assert ckpt["spatial_dims"] == 2 and ckpt["patch_size"] == [32, 32]  # in-plane sides of the volumes
+    assert len(read_log(slices.run_dir / "log.csv")) == 1
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_resume_matches_an_uninterrupted_run(data_root, tmp_path, workers):
+    sections = {"data": {"workers": workers}, "train": {"epochs": 2, "val_every": 2}}
+    straight = train(_config(data_root, tmp_path / "a", **sections))
+    interrupted = _config(data_root, tmp_path / "b", **sections)
+    first = train(interrupted, stop_after=1)
+    assert first.epochs_done == 1
+    torch.manual_seed(1234)  # whatever happened in between, the checkpoint restores the random states
+    resumed = train(interrupted, resume=True)
+    assert resumed.epochs_done == 2
+    assert _same_weights(_weights(straight.run_dir), _weights(resumed.run_dir))
+    assert straight.weights_sha256 == resumed.weights_sha256
+    assert [r["epoch"] for r in read_log(resumed.run_dir / "log.csv")] == ["1", "2"]
+
+
+def test_random_states_round_trip_through_a_safe_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from medseg.runs import save_checkpoint
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    save_checkpoint({"model": {}, "rng": rng_state()}, tmp_path / "c.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])  # weights_only=True load
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch):
+    config = _config(data_root, tmp_path, train={"epochs": 2})
+    first = train(config, stop_after=1)
+    before = (first.run_dir / "checkpoint_last.pt").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError) as info:
+        train(config, resume=True)
+    message = str(info.value)
+    assert "No space left on device" in message and "checkpoint_last.pt" in message and "\n" not in message
+    monkeypatch.undo()
+    assert (first.run_dir / "checkpoint_last.pt").read_bytes() == before
+    assert load_checkpoint(first.run_dir / "checkpoint_last.pt")["epoch"] == 1
+    assert not [p for p in first.run_dir.iterdir() if "partial" in p.name]
+
+
+def test_a_corrupt_checkpoint_is_refused_on_resume(data_root, tmp_path):
+    config = _config(data_root, tmp_path, train={"epochs": 2})
+    result = train(config, stop_after=1)
+    path = result.run_dir / "checkpoint_last.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        train(config, resume=True)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "model": {"w": torch.zeros(1)}, "extra": Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_an_existing_run_is_not_overwritten_without_asking(data_root, tmp_path):
+    config = _config(data_root, tmp_path, data={"iterations_per_epoch": 1})
+    train(config)
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(config)
+    assert train(config, overwrite=True).epochs_done == 1
+
+
+def test_bad_requests_are_one_line_errors(data_root, tmp_path):
+    with pytest.raises(InputError, match="dataset 'nope' does not exist"):
+        train(_config(data_root, tmp_path, name="nope"))
+    with pytest.raises(ConfigError, match="3D network .* 2D images"):
+        train(_config(data_root, tmp_path, name="ph2d", arch="unet3d_tiny"))
+    with pytest.raises(ConfigError, match="larger than every case"):
+        train(_config(data_root, tmp_path, data={"patch_size": [64, 64, 64]}))
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        train(_config(data_root, tmp_path, data={"patch_size": [12, 16, 16]}))
+    with pytest.raises(ConfigError, match="fold 5 does not exist"):
+        train(_config(data_root, tmp_path, data={"fold": 5}))
+    with pytest.raises(UsageError, match="unknown architecture 'unet9d'.*unet3d_tiny"):
+        train(_config(data_root, tmp_path, arch="unet9d"))
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(_config(data_root, tmp_path / "empty"), resume=True)
+    assert not (tmp_path / "ph3d_unet3d_tiny_fold0").exists()
