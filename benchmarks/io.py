@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,12 +35,7 @@ sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results" / "io.json"
 
 
-def machine() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "python": platform.python_version()}
+from common import machine  # noqa: E402  (benchmarks/common.py)
 
 
 def timed(fn, repeat: int):

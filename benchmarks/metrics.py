@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -78,15 +77,7 @@ if __name__ == "__main__":
 '''
 
 
-def machine() -> dict:
-    import torch
-
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],  # other work on the machine
-    }
+from common import machine  # noqa: E402  (benchmarks/common.py)
 
 
 # --- synthetic pairs ------------------------------------------------------------------------------

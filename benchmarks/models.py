@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,13 +46,7 @@ from medseg.models import create_model, list_models, model_spec  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def machine() -> dict:
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-    }
+from common import machine  # noqa: E402  (benchmarks/common.py)
 
 
 def _params(model: torch.nn.Module) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -49,11 +48,7 @@ PLAN = {"dims": 3, "modality": "MR", "channel_names": ["MRI"], "num_channels": 1
 FLIPS_ALL = [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
 
 
-def machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "load_average_at_start": list(os.getloadavg())}
+from common import machine  # noqa: E402  (benchmarks/common.py)
 
 
 def hippocampus_cases() -> list[tuple[Path, Path]]:

@@ -29,20 +29,7 @@ RUN = REPO / "models" / "kvasir_unext_fold0"
 OUT = REPO / "benchmarks" / "results" / "train_kvasir.json"
 
 
-def machine() -> dict:
-    import platform
-
-    import torch
-
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({cpu})"}
+from common import machine  # noqa: E402  (benchmarks/common.py)
 
 
 def report(target: float, status: str, extra: dict | None = None) -> dict:

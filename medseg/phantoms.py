@@ -17,7 +17,7 @@ import numpy as np
 from medseg.io.volume import Volume
 
 CT_LABELS = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
-_HU = {"air": -1000.0, "fat": -90.0, "muscle": 45.0, "bone": 700.0, "liver": 60.0, "spleen": 110.0, "kidney": 180.0}
+_HU = {"air": -1000.0, "fat": -90.0, "muscle": 15.0, "bone": 700.0, "liver": 75.0, "spleen": 120.0, "kidney": 180.0}
 
 
 def orientation_affine(spacing: tuple[float, float, float], orientation: str = "RAS", shape=None,
