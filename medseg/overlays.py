@@ -22,6 +22,7 @@ from medseg.io.volume import Volume
 PRED_COLOURS = ["#ff3b30", "#ffcc00", "#ff2dff", "#ff9500", "#5ac8fa", "#af52de", "#ff6482", "#ffd60a"]
 REF_COLOUR = "#34c759"
 CT_WINDOW = (-160.0, 240.0)  # soft tissue: level 40, width 400
+MAX_LEGEND_CLASSES = 8  # more would cover the panels (e.g. a 40-organ map)
 
 
 def _canonical(volume: Volume) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -121,15 +122,19 @@ def render_overlay(image: Volume, path: str | Path, prediction: Volume | None = 
             ax.invert_xaxis()  # radiological convention: patient's right on the left of the picture
         ax.set_title(name, color="white", fontsize=10)
         ax.set_axis_off()
+    shown = classes[:MAX_LEGEND_CLASSES] if pred is not None else []
     handles = [Line2D([], [], color=PRED_COLOURS[(c - 1) % len(PRED_COLOURS)], label=f"prediction: {names.get(c, c)}")
-               for c in classes if pred is not None]
+               for c in shown]
+    if pred is not None and len(classes) > len(shown):
+        handles.append(Line2D([], [], color="none", label=f"+{len(classes) - len(shown)} more labels"))
     if ref is not None:
         handles.append(Line2D([], [], color=REF_COLOUR, label="reference"))
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False, labelcolor="white", fontsize=8)
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False, labelcolor="white", fontsize=8)
     if title:
         fig.suptitle(title, color="white", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 0.95))
+    rows = -(-len(handles) // 5)
+    fig.tight_layout(rect=(0, 0.05 * rows if handles else 0, 1, 0.95))
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, facecolor="black", format="png")
