@@ -26,10 +26,6 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
-def debug_enabled() -> bool:
-    return _state["debug"]
-
-
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"medseg {__version__}")

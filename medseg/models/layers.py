@@ -84,18 +84,6 @@ def max_pool(spatial_dims: int, kernel_size: int = 2) -> nn.Module:
     return (nn.MaxPool2d, nn.MaxPool3d)[_check_dims(spatial_dims) - 2](kernel_size)
 
 
-def avg_pool(spatial_dims: int, kernel_size: int = 2, ceil_mode: bool = False) -> nn.Module:
-    """``AvgPool{2,3}d`` with stride = kernel."""
-    cls = (nn.AvgPool2d, nn.AvgPool3d)[_check_dims(spatial_dims) - 2]
-    return cls(kernel_size, stride=kernel_size, ceil_mode=ceil_mode, count_include_pad=False)
-
-
-def upsample(spatial_dims: int, scale: int = 2) -> nn.Module:
-    """Parameter-free (bi/tri)linear up-sampling by ``scale`` (``align_corners=False``)."""
-    mode = ("bilinear", "trilinear")[_check_dims(spatial_dims) - 2]
-    return nn.Upsample(scale_factor=scale, mode=mode, align_corners=False)
-
-
 class ConvNormAct(nn.Sequential):
     """conv (k×k, ``padding`` default k // 2: size-preserving at stride 1) → norm → act.
 

@@ -40,16 +40,6 @@ def reorient(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.moveaxis(nib.orientations.apply_orientation(np.moveaxis(array, 0, -1), ornt), -1, 0)
 
 
-def reoriented_affine(affine: np.ndarray, ornt: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The 4×4 affine of the reoriented array, given the original ``affine`` and spatial ``shape``."""
-    import nibabel as nib
-
-    ornt = np.asarray(ornt)
-    if len(ornt) != 3:
-        return np.asarray(affine, dtype=np.float64).copy()
-    return np.asarray(affine, dtype=np.float64) @ nib.orientations.inv_ornt_aff(ornt, shape)
-
-
 def reoriented_shape(shape: tuple[int, ...], ornt: np.ndarray) -> tuple[int, ...]:
     """Spatial shape after applying ``ornt`` to an array of spatial ``shape``."""
     out = [0] * len(shape)
