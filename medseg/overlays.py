@@ -27,16 +27,13 @@ MAX_LEGEND_CLASSES = 8  # more would cover the panels (e.g. a 40-organ map)
 
 def _canonical(volume: Volume) -> tuple[np.ndarray, tuple[float, ...]]:
     """Array (C, x, y[, z]) reoriented to RAS (flips/permutations only) and its spacing."""
-    if volume.ndim == 2:
-        return volume.array, volume.spacing
-    import nibabel as nib
-    from nibabel.orientations import apply_orientation, io_orientation
+    from medseg.preprocessing.orientation import canonical_ornt, reorient
 
-    ornt = io_orientation(volume.affine)
-    array = np.stack([apply_orientation(c, ornt) for c in volume.array])
-    spacing = tuple(np.asarray(volume.spacing)[ornt[:, 0].astype(int)])
-    del nib
-    return array, spacing
+    ornt = canonical_ornt(volume.affine, volume.ndim)
+    spacing = [0.0] * volume.ndim
+    for axis, target in enumerate(ornt[:, 0].astype(int)):  # each spacing follows its axis
+        spacing[target] = volume.spacing[axis]
+    return reorient(volume.array, ornt), tuple(spacing)
 
 
 def window(image: np.ndarray) -> tuple[float, float]:
