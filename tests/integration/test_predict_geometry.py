@@ -123,7 +123,8 @@ def test_pgbm_t1post_with_its_mask_series_and_dicom_seg(shared_data, tmp_path):
     write_prediction(type("P", (), {"labels": written, "probabilities": None, "uncertainty": None})(),
                      {"labels": tmp_path / "pgbm.dcm"}, case, plan["labels"])
     ds = pydicom.dcmread(tmp_path / "pgbm.dcm")
-    assert ds.Modality == "SEG" and "PatientName" not in str(tmp_path / "pgbm.dcm")
+    assert ds.Modality == "SEG"
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == t1.meta["series_uid"]  # references the T1post series
     seg = hd.seg.Segmentation.from_dataset(ds)
     assert seg.number_of_segments == 1
     back = read_volume(tmp_path / "pgbm.dcm", reference=t1)
