@@ -84,6 +84,22 @@ from medseg.cli import models as _models  # noqa: E402,F401
 from medseg.cli import demo as _demo  # noqa: E402,F401
 
 
+def unexpected_error_line(exc: BaseException) -> str:
+    """The one line for an unexpected exception. Its message is left out when it was raised inside the
+    DICOM libraries, whose messages can quote header values (patient names, IDs, birth dates)."""
+    import traceback
+
+    frames = []
+    seen: BaseException | None = exc
+    while seen is not None:  # the exception and what it was raised from
+        frames += traceback.extract_tb(seen.__traceback__)
+        seen = seen.__cause__ or seen.__context__
+    from_dicom = any(f"{sep}{lib}{sep}" in frame.filename for frame in frames for lib in ("pydicom", "highdicom")
+                     for sep in ("/", "\\"))
+    detail = " in the DICOM library" if from_dicom else f": {exc}"
+    return f"error: unexpected {type(exc).__name__}{detail} (rerun with --debug for the traceback)"
+
+
 def main() -> None:
     try:
         app()
@@ -92,5 +108,5 @@ def main() -> None:
     except Exception as exc:  # an unexpected bug: one line unless --debug
         if _state["debug"] or "--debug" in sys.argv:
             raise
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        typer.echo(unexpected_error_line(exc), err=True)
         sys.exit(1)

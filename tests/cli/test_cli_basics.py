@@ -41,3 +41,17 @@ def test_help_is_fast():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medseg", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - start < 3.0  # generous: a loaded 2-core CI machine; ~0.25 s idle
+
+
+def test_unexpected_errors_from_dicom_libraries_never_quote_header_values():
+    import pydicom.valuerep
+
+    from medseg.cli import unexpected_error_line
+
+    try:
+        pydicom.valuerep.DA("19XX0101")  # raises inside pydicom, quoting the (birth date) value
+    except ValueError as exc:
+        line = unexpected_error_line(exc)
+    assert "19XX" not in line and "DICOM library" in line
+    assert unexpected_error_line(KeyError("plain bug")) == (
+        "error: unexpected KeyError: 'plain bug' (rerun with --debug for the traceback)")
