@@ -160,15 +160,13 @@ def write_index(entries: list[dict], out_dir: str | Path, title: str = "medseg o
 
 
 def _mean_dice(pred: np.ndarray, ref: np.ndarray) -> float | None:
+    """Mean Dice over the labels present in either map (None when both are empty)."""
+    from medseg.metrics import confusion, overlap_metrics
+
     values = [v for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0]
     if not values:
         return None
-    scores = []
-    for v in values:
-        p, r = pred == v, ref == v
-        denom = p.sum() + r.sum()
-        scores.append(2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0)
-    return float(np.mean(scores))
+    return float(np.mean([overlap_metrics(confusion(pred == v, ref == v))["dice"] for v in values]))
 
 
 class OverlayHook:

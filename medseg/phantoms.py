@@ -155,3 +155,18 @@ def write_ct_dataset(root: str | Path, n_cases: int = 6, seed: int = 0, shape=(6
     }
     (root / "dataset.json").write_text(json.dumps(dataset, indent=2))
     return root
+
+
+def write_image2d_dataset(root: str | Path, n_cases: int = 4, seed: int = 0, size: tuple[int, int] = (64, 64)) -> Path:
+    """Write ``n_cases`` RGB 2D phantoms as ``images/imgN.png`` with masks ``masks/imgN.png`` (0/255),
+    the layout of 2D segmentation sets such as Kvasir-SEG."""
+    from medseg.io import write_volume
+
+    root = Path(root)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n_cases):
+        image, label = image2d_phantom(seed=seed + i, size=size)
+        write_volume(image, root / "images" / f"img{i}.png")
+        write_volume(label.with_array(label.array * 255), root / "masks" / f"img{i}.png")
+    return root

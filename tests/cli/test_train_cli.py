@@ -116,15 +116,9 @@ def test_train_resume_and_refusals(data_root, tmp_path):
 
 def test_3d_network_on_2d_data_is_refused(tmp_path):
     from medseg.ingest import ingest
-    from medseg.io import write_volume
-    from medseg.phantoms import image2d_phantom
+    from medseg.phantoms import write_image2d_dataset
 
-    for sub in ("images", "masks"):
-        (tmp_path / "raw" / sub).mkdir(parents=True)
-    for i in range(2):
-        image, label = image2d_phantom(seed=i, size=(32, 32))
-        write_volume(image, tmp_path / "raw" / "images" / f"i{i}.png")
-        write_volume(label.with_array(label.array * 255), tmp_path / "raw" / "masks" / f"i{i}.png")
+    write_image2d_dataset(tmp_path / "raw", n_cases=2, size=(32, 32))
     ingest(tmp_path / "raw", "flat", data_root=tmp_path / "data", folds=2)
     result = _invoke("flat", "--arch", "unet3d_tiny", "--data-dir", tmp_path / "data", "--models-dir", tmp_path)
     _one_line_error(result, 1, "3D network")

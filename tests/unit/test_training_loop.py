@@ -23,18 +23,12 @@ CHECKPOINT_KEYS = {"format_version", "medseg_version", "arch", "model_options", 
 def data_root(tmp_path_factory):
     """data/ph3d: 4 CT phantoms 32×32×16 (2 folds); data/ph2d: 4 RGB phantoms 64×64 (2 folds)."""
     from medseg.ingest import ingest
-    from medseg.io import write_volume
-    from medseg.phantoms import image2d_phantom, write_ct_dataset
+    from medseg.phantoms import write_ct_dataset, write_image2d_dataset
 
     root = tmp_path_factory.mktemp("training")
     write_ct_dataset(root / "raw3d", n_cases=4, shape=(32, 32, 16), orientations=("RAS",))
     ingest(root / "raw3d", "ph3d", data_root=root / "data", folds=2)
-    for sub in ("images", "masks"):
-        (root / "raw2d" / sub).mkdir(parents=True)
-    for i in range(4):
-        image, label = image2d_phantom(seed=i, size=(64, 64))
-        write_volume(image, root / "raw2d" / "images" / f"img{i}.png")
-        write_volume(label.with_array(label.array * 255), root / "raw2d" / "masks" / f"img{i}.png")
+    write_image2d_dataset(root / "raw2d", n_cases=4, size=(64, 64))
     ingest(root / "raw2d", "ph2d", data_root=root / "data", folds=2)
     return root / "data"
 
