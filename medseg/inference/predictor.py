@@ -216,6 +216,7 @@ class Predictor:
     def load(self, source: Volume | str | Path | Sequence[str | Path], series_uid: str | None = None) -> Volume:
         """A ``Volume`` from a Volume, a path (file or DICOM folder) or one path per channel."""
         from medseg.io import read_volume
+        from medseg.io.grid import match_grid
 
         if isinstance(source, Volume):
             return source
@@ -224,12 +225,10 @@ class Predictor:
         paths = [Path(p) for p in source]
         if len(paths) == 1:
             return read_volume(paths[0], series_uid=series_uid)
-        volumes = [read_volume(p, series_uid=series_uid) for p in paths]
-        first = volumes[0]
-        for path, vol in zip(paths[1:], volumes[1:]):
-            if not first.same_grid(vol, atol=1e-3):
-                raise InputError(f"channel file does not share the grid of {paths[0].name} "
-                                 f"(shape {vol.spatial_shape} vs {first.spatial_shape})", path)
+        first = read_volume(paths[0], series_uid=series_uid)
+        # The same rule as ingest: each channel file on the first one's grid (exactly reoriented when it
+        # samples the same points in another axis order), else a GeometryError naming the file.
+        volumes = [first] + [match_grid(read_volume(p, series_uid=series_uid), first, "channel") for p in paths[1:]]
         array = np.concatenate([np.asarray(v.array, dtype=np.float32) for v in volumes], axis=0)
         return Volume(array=array, affine=first.affine.copy(), source=str(paths[0]),
                       meta={**first.meta, "channel_files": [p.name for p in paths]})

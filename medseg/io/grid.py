@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medseg.errors import GeometryError
 from medseg.io.volume import Volume
 
 
@@ -91,3 +92,46 @@ def resample_to_grid(volume: Volume, reference: Volume, order: int = 0) -> Volum
     ]
     return Volume(array=np.stack(channels), affine=reference.affine.copy(), source=volume.source,
                   meta={**volume.meta, "resampled_to": reference.source})
+
+
+GRID_TOLERANCE_VOXELS = 0.05  # corners of two "same" grids may differ by this fraction of a voxel
+
+
+def grid_deviation_mm(a: Volume, b: Volume) -> float:
+    """Largest distance (mm) between the world positions of matching corner voxels of two grids."""
+    n = a.ndim
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in a.spatial_shape], indexing="ij")).reshape(n, -1)
+    homogeneous = np.zeros((4, corners.shape[1]))
+    homogeneous[:n] = corners
+    homogeneous[3] = 1
+    return float(np.linalg.norm((a.affine @ homogeneous - b.affine @ homogeneous)[:3], axis=0).max())
+
+
+def on_same_grid(a: Volume, b: Volume) -> bool:
+    """Same shape and corners within ``GRID_TOLERANCE_VOXELS`` of the smaller voxel size."""
+    if a.spatial_shape != b.spatial_shape:
+        return False
+    tolerance = GRID_TOLERANCE_VOXELS * min(min(a.spacing), min(b.spacing))
+    return grid_deviation_mm(a, b) <= tolerance
+
+
+def _shape_text(shape) -> str:
+    return "×".join(str(s) for s in shape)
+
+
+def match_grid(moving: Volume, reference: Volume, what: str) -> Volume:
+    """``moving``'s array on ``reference``'s grid: unchanged when the grids agree, exactly permuted or
+    flipped when they sample the same points in another axis order; else a GeometryError."""
+    if moving.ndim != reference.ndim:
+        raise GeometryError(f"{what} is {moving.ndim}D but the image is {reference.ndim}D", moving.source)
+    if on_same_grid(moving, reference):
+        return reference.with_array(moving.array)
+    tolerance = GRID_TOLERANCE_VOXELS * min(min(moving.spacing), min(reference.spacing))
+    exact = reorient_to_match(moving, reference, atol=tolerance)
+    if exact is not None:
+        return reference.with_array(exact.array)
+    if sorted(moving.spatial_shape) != sorted(reference.spatial_shape):
+        raise GeometryError(f"{what} grid {_shape_text(moving.spatial_shape)} does not match the image grid "
+                            f"{_shape_text(reference.spatial_shape)}", moving.source)
+    raise GeometryError(f"{what} does not overlay the image: same size but the affines differ by up to "
+                        f"{grid_deviation_mm(moving, reference):.3g} mm", moving.source)

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_helpers import ValueToClass, ct_plan, label_plan, save_tiny_checkpoint  # noqa: E402
 
-from medseg.errors import CheckpointError, InputError, UsageError  # noqa: E402
+from medseg.errors import CheckpointError, GeometryError, InputError, UsageError  # noqa: E402
 from medseg.inference.predictor import Predictor, resolve_device  # noqa: E402
 from medseg.io import write_volume  # noqa: E402
 from medseg.io.volume import Volume  # noqa: E402
@@ -112,8 +112,14 @@ def test_channels_from_files_and_mismatches(tmp_path):
         predictor.predict(first)
     moved = Volume(scan.array, scan.affine @ np.diag([1, 1, 1.5, 1]), source="moved")
     third = write_volume(moved, tmp_path / "m_0001.nii.gz")
-    with pytest.raises(InputError, match="does not share the grid"):
+    with pytest.raises(GeometryError, match="channel does not overlay the image"):
         predictor.predict([first, third])
+    # A channel file stored with flipped axes (same points, as ingest accepts it) is reoriented exactly.
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = scan.spatial_shape[0] - 1
+    flipped = Volume(np.zeros_like(scan.array)[:, ::-1].copy(), scan.affine @ flip, source="flipped")
+    fourth = write_volume(flipped, tmp_path / "f_0001.nii.gz")
+    assert np.array_equal(predictor.predict([first, fourth]).labels.array, seg.array)
     with pytest.raises(InputError, match="2D image given to a model trained on 3D"):
         predictor.predict(Volume(np.zeros((2, 8, 8), np.float32), np.eye(4)))
 
