@@ -41,7 +41,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medseg.models import create_model, list_models, model_spec  # noqa: E402
+from medseg.models import count_macs, create_model, list_models, model_spec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -251,19 +251,15 @@ TABLE = [  # name, in_channels, num_classes, input, paper's parameters / MACs (s
 
 def table() -> str:
     """Markdown table of parameters and MACs (meta device, one image) next to the papers' figures."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     lines = [
         "| arch | input (B=1) | classes | parameters | MACs | paper | departures |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, cin, k, size, paper, notes in TABLE:
         options = {"deep_supervision": False} if model_spec(name).deep_supervision else {}
+        macs = count_macs(name, cin, k, size, **options)
         with torch.device("meta"):
-            model = create_model(name, cin, k, **options).eval()
-            with FlopCounterMode(display=False) as counter:
-                model(torch.empty(1, cin, *size))
-        macs = counter.get_total_flops() / 2
+            model = create_model(name, cin, k, **options)
         shape = "×".join(map(str, size)) + f"×{cin}ch"
         lines.append(f"| `{name}` | {shape} | {k} | {_params(model) / 1e6:.2f} M | {macs / 1e9:.2f} G | {paper} | {notes} |")
     lines += [

@@ -101,10 +101,10 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: Union[int, None] = None  # None: family default
-    val_every: Union[int, None] = None  # None: 1 for 2D image datasets, 5 otherwise
+    val_every: Union[int, None] = None  # None: 1 for 2D images and small 3D validation sets, 5 otherwise
     seed: int = 0
     device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cuda | cuda:N | mps | cpu
-    amp: str = "auto"  # auto (bf16 on CUDA if supported, else fp16; off on CPU) | off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on CUDA if supported, else fp16; bf16 on CPUs with native bf16, else off) | off | bf16 | fp16
     models_dir: str = "models"
     run_name: Union[str, None] = None  # None: NAME_ARCH_foldK
 

@@ -115,9 +115,9 @@ def train_command(
     patch_size: Optional[str] = typer.Option(None, "--patch-size", help="Patch, e.g. 128x128x128. \\[default: planned]"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Data loading processes. \\[default: CPUs - 1, ≤ 8]"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the network."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate every N epochs. \\[default: 1 for 2D images, else 5]"),
+    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate every N epochs. \\[default: 1 for 2D images and small 3D validation sets, else 5]"),
     iterations_per_epoch: Optional[int] = typer.Option(None, "--iterations-per-epoch", min=1, help="Batches per epoch. \\[default: 250, or one pass over 2D images]"),
-    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off) | off | bf16 | fp16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again over an existing run folder."),
 ) -> None:
     """Train a network on a dataset; writes config.yaml, checkpoints, log.csv and curves.png to models/RUN/."""

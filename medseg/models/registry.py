@@ -95,3 +95,16 @@ def count_parameters(name: str, in_channels: int = 1, num_classes: int = 2, **op
     with torch.device("meta"):
         model = create_model(name, in_channels, num_classes, **options)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(name: str, in_channels: int, num_classes: int, spatial_shape, **options: Any) -> float:
+    """Multiply-accumulates of one forward pass of one image of ``spatial_shape`` (FLOPs / 2 of
+    ``torch.utils.flop_counter``: convolutions and matrix products), counted on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = create_model(name, in_channels, num_classes, **options).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, in_channels, *spatial_shape))
+    return counter.get_total_flops() / 2

@@ -79,6 +79,7 @@ class UNet(SegmentationModel):
             raise ValueError(f"doubling must be 'between' or 'inside', got {doubling!r}")
         self.spatial_dims = spatial_dims
         self.size_multiple = 2**depth
+        self.base_channels = base_channels  # the width the planner scales
         self.deep_supervision = deep_supervision
         cap = max_channels or 1 << 30
         shift = 1 if doubling == "inside" else 0

@@ -76,6 +76,7 @@ class VNet(SegmentationModel):
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 3, base_channels: int = 16, norm: str = "batch"):
         super().__init__()
         self.spatial_dims = spatial_dims
+        self.base_channels = base_channels  # the width the planner scales
         self.size_multiple = 2 ** (len(ENCODER_CONVS) - 1)
         self.deep_supervision = False
         widths = [base_channels * 2**i for i in range(len(ENCODER_CONVS))]  # 16, 32, 64, 128, 256

@@ -30,7 +30,7 @@ from medseg.training import distributed
 from medseg.training.curves import log_columns, plot_curves, read_log, write_log
 from medseg.training.data import DatasetFolder, PatchBatches, make_loader, open_dataset
 from medseg.training.device import bf16_supported, choose_amp_dtype, device_memory_bytes, needs_grad_scaler, resolve_device
-from medseg.training.planner import plan_patch_and_batch
+from medseg.training.planner import plan_patch_and_batch, plan_width
 
 RUN_FILES = ("config.yaml", CHECKPOINT_LAST, CHECKPOINT_BEST, "log.csv", "curves.png")
 #: settings a resumed run may change (the rest must match the checkpoint)
@@ -101,13 +101,17 @@ def plan_run(config: RunConfig, ds: DatasetFolder, spec, device, world_size: int
             largest = tuple(int(v) for v in np.max(shapes, axis=0))
             raise ConfigError(f"--patch-size {_side(patch)} is larger than every case of dataset {ds.name!r} "
                               f"(largest sides {_side(largest)})", ds.root)
-    planned = plan_patch_and_batch(median, spacing, net_dims, device_memory_bytes(device),
-                                   size_multiple=spec.size_multiple, patch_size=patch)
+    memory = device_memory_bytes(device)
+    planned = plan_patch_and_batch(median, spacing, net_dims, memory, size_multiple=spec.size_multiple, patch_size=patch)
+    narrowed_from = _default_width(config, ds)
+    config = _plan_width(config, ds, planned.patch_size, memory, narrowed_from)
+    narrowed = narrowed_from is not None and config.model.options.get("base_channels", narrowed_from) != narrowed_from
     train_cases, val_cases = ds.fold_cases(config.data.fold)
     config = resolve_recipe(config, num_train_cases=len(train_cases), data_dims=ds.dims, network_dims=net_dims,
                             num_classes=ds.num_classes, patch_size=planned.patch_size,
                             batch_size=config.data.batch_size or planned.batch_size, world_size=world_size,
-                            device_type=device.type)
+                            device_type=device.type, val_voxels=sum(math.prod(c.shape) for c in val_cases),
+                            narrowed=narrowed)
     if config.model.activation == "sigmoid" and ds.num_classes != 2:
         raise ConfigError(f"activation sigmoid needs a binary dataset; {ds.name!r} has {ds.num_classes - 1} "
                           "foreground classes (use softmax)")
@@ -116,6 +120,39 @@ def plan_run(config: RunConfig, ds: DatasetFolder, spec, device, world_size: int
         in_plane = int(np.argmax(spacing))
     out_channels = 1 if config.model.activation == "sigmoid" else ds.num_classes
     return config, RunPlan(net_dims, slice_axis, in_plane, train_cases, val_cases, out_channels)
+
+
+def _default_width(config: RunConfig, ds: DatasetFolder) -> int | None:
+    """The network's default ``base_channels`` when the planner may choose it (the user did not set it)."""
+    import torch
+
+    from medseg.models import create_model
+
+    if "base_channels" in config.model.options:
+        return None
+    with torch.device("meta"):
+        network = create_model(config.model.arch, ds.num_channels, ds.num_classes, **config.model.options)
+    return getattr(network, "base_channels", None)
+
+
+def _plan_width(config: RunConfig, ds: DatasetFolder, patch, memory: int | None, default: int | None) -> RunConfig:
+    """Set ``model.options.base_channels`` from the device (``plan_width``) when the planner may choose it
+    (``default`` is not None)."""
+    from medseg.models import count_macs
+
+    if default is None:
+        return config
+    arch, options = config.model.arch, dict(config.model.options)
+    voxels = math.prod(patch)
+
+    def macs_per_voxel(width: int) -> float:
+        return count_macs(arch, ds.num_channels, ds.num_classes, patch, **options, base_channels=width) / voxels
+
+    width = plan_width(default, macs_per_voxel, memory)
+    if width == default:
+        return config
+    options["base_channels"] = width
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, options=options))
 
 
 def _resume_config(saved: RunConfig, given: RunConfig) -> RunConfig:
@@ -249,8 +286,12 @@ def _describe(s: _Session) -> None:
     _say(s.info, f"dataset {ds.name}: {len(plan.train_cases)} training / {len(plan.val_cases)} validation cases "
                  f"(fold {data.fold}), {ds.dims}D, {ds.num_classes} classes, median case {_side(ds.median_shape)}")
     how = "axial slices of volumes" if plan.slice_axis is not None else ("patches" if plan.network_dims == 3 else "images")
-    _say(s.info, f"network {config.model.arch} ({plan.network_dims}D) on {how}: patch {_side(data.patch_size)}, batch "
-                 f"{data.batch_size} per process, {data.iterations_per_epoch} iterations per epoch, {tc.epochs} epochs")
+    params = sum(p.numel() for p in s.model.parameters())
+    width = getattr(s.model, "base_channels", None)
+    width = f", base width {width}" if width is not None else ""
+    _say(s.info, f"network {config.model.arch} ({plan.network_dims}D, {params / 1e6:.2f} M parameters{width}) on {how}: "
+                 f"patch {_side(data.patch_size)}, batch {data.batch_size} per process, {data.iterations_per_epoch} "
+                 f"iterations per epoch, {tc.epochs} epochs")
     _say(s.info, f"effective batch {s.effective_batch} ({data.batch_size} × {s.info.world_size} process"
                  f"{'es' if s.info.world_size > 1 else ''}); lr {optim.lr:g} ({optim.optimizer}, {optim.schedule} "
                  f"schedule, not scaled with the batch); loss {config.loss.name}; activation {config.model.activation}")

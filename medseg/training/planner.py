@@ -11,7 +11,7 @@ the budget, bounded by ``min_batch`` and ``max_batch``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: bytes of activation memory per voxel of a batch (training, mixed precision), by network dimensionality
@@ -22,6 +22,11 @@ MAX_PATCH_VOXELS = {2: 512 * 512, 3: 128**3}
 MAX_BATCH = {2: 32, 3: 16}
 #: voxels per batch when the device memory is unknown (CPU): 8 × 256² or 2 × 64³
 CPU_BATCH_VOXELS = 2**19
+#: on a device without a memory figure (CPU): the most forward multiply-adds per voxel of a planned width
+#: (unet3d: base 8 of 32; vnet: 8 of 16; unet: 16 of 64)
+CPU_MACS_PER_VOXEL = 128_000
+#: narrowest planned base width
+MIN_BASE_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -91,3 +96,19 @@ def plan_patch_and_batch(
         patch[axis] -= size_multiple
     batch = int(min(max(budget // math.prod(patch), min_batch), max_batch))
     return PatchPlan(tuple(patch), batch, covers, budget)
+
+
+def plan_width(default_width: int, macs_per_voxel: Callable[[int], float], device_memory_bytes: int | None, *,
+               budget: float = CPU_MACS_PER_VOXEL, min_width: int = MIN_BASE_CHANNELS) -> int:
+    """The base width (``base_channels``) to train at.
+
+    ``macs_per_voxel(width)``: forward multiply-adds per voxel of the network at that base width.
+    With a device memory figure (a GPU) the architecture's ``default_width``; otherwise (CPU) the default
+    halved until ``macs_per_voxel`` is at most ``budget``, never below ``min_width``.
+    """
+    width = int(default_width)
+    if device_memory_bytes:
+        return width
+    while width // 2 >= min_width and macs_per_voxel(width) > budget:
+        width //= 2
+    return width

@@ -12,7 +12,7 @@ from medseg.config import RunConfig, from_dict, load_yaml, merge
 from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, UsageError
 from medseg.runs import load_checkpoint
 from medseg.training.curves import read_log
-from medseg.training.loop import rng_state, set_rng_state, train
+from medseg.training.loop import plan_run, rng_state, set_rng_state, train
 
 CHECKPOINT_KEYS = {"format_version", "medseg_version", "arch", "model_options", "in_channels", "num_classes", "model",
                    "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "plan", "rng", "best_dice",
@@ -77,6 +77,24 @@ def test_one_epoch_3d_writes_every_file_and_a_complete_checkpoint(data_root, tmp
     assert load_checkpoint(run / "checkpoint_best.pt")["best_dice"] == pytest.approx(float(rows[0]["val_dice"]), abs=1e-5)
 
 
+def test_the_cpu_plan_narrows_the_network_and_a_set_width_is_kept(data_root, tmp_path):
+    from medseg.models import model_spec
+    from medseg.training.data import open_dataset
+
+    ds = open_dataset(data_root, "ph3d")
+    cpu = torch.device("cpu")
+    planned, _ = plan_run(_config(data_root, tmp_path, arch="unet3d"), ds, model_spec("unet3d"), cpu)
+    assert planned.model.options == {"base_channels": 8}  # unet3d's 32 is far too slow on a CPU
+    assert (planned.optim.optimizer, planned.optim.lr) == ("adam", 1e-3)  # the narrowed network's recipe
+    kept, _ = plan_run(_config(data_root, tmp_path, arch="unet3d", model={"options": {"base_channels": 16}}), ds,
+                       model_spec("unet3d"), cpu)
+    assert kept.model.options == {"base_channels": 16}
+    assert kept.optim.optimizer == "sgd"  # the user's width: the family's recipe
+    unext, _ = plan_run(_config(data_root, tmp_path, name="ph2d", arch="unext_tiny"), open_dataset(data_root, "ph2d"),
+                        model_spec("unext_tiny"), cpu)
+    assert unext.model.options == {}  # no base_channels option: nothing to plan
+
+
 def test_2d_network_on_2d_images_and_on_volume_slices(data_root, tmp_path):
     """2D images whole; volumes as axial slices, augmented in the training process (the GPU path)."""
     images = train(_config(data_root, tmp_path, name="ph2d", arch="unet_tiny"))
@@ -91,7 +109,8 @@ def test_2d_network_on_2d_images_and_on_volume_slices(data_root, tmp_path):
 
 @pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_resume_matches_an_uninterrupted_run(data_root, tmp_path, workers):
-    sections = {"data": {"workers": workers}, "train": {"epochs": 2, "val_every": 2}}
+    # fp32: bit-exact needs deterministic kernels (CPU bf16 autocast, oneDNN, is not bit-reproducible)
+    sections = {"data": {"workers": workers}, "train": {"epochs": 2, "val_every": 2, "amp": "off"}}
     straight = train(_config(data_root, tmp_path / "a", **sections))
     interrupted = _config(data_root, tmp_path / "b", **sections)
     first = train(interrupted, stop_after=1)

@@ -13,7 +13,8 @@ from medseg.errors import ConfigError
 from medseg.training.device import choose_amp_dtype, needs_grad_scaler, resolve_device
 from medseg.training.losses import (compute_loss, deep_supervision_weights, dice_ce_loss, edge_bce_iou_loss,
                                     edge_weights)
-from medseg.training.planner import CPU_BATCH_VOXELS, plan_patch_and_batch
+from medseg.models import count_macs
+from medseg.training.planner import CPU_BATCH_VOXELS, CPU_MACS_PER_VOXEL, plan_patch_and_batch, plan_width
 from medseg.training.recipe import family_of, learning_rate, resolve_recipe
 from medseg.training.validation import confusion_counts, dice_from_counts, mean_dice
 
@@ -67,6 +68,19 @@ def test_a_given_patch_only_plans_the_batch():
         plan_patch_and_batch((100, 100), (1, 1, 1), 3, None)
 
 
+def _unet3d_macs_per_voxel(width: int) -> float:
+    return count_macs("unet3d", 1, 3, (40, 56, 40), base_channels=width) / (40 * 56 * 40)
+
+
+def test_a_gpu_trains_the_published_width_and_a_cpu_a_narrower_one():
+    assert plan_width(32, _unet3d_macs_per_voxel, 80 * GB) == 32
+    cpu = plan_width(32, _unet3d_macs_per_voxel, None)
+    assert cpu == 8  # 32: 0.93 M, 16: 0.23 M, 8: 58 k multiply-adds per voxel
+    assert _unet3d_macs_per_voxel(cpu) <= CPU_MACS_PER_VOXEL < _unet3d_macs_per_voxel(2 * cpu)
+    assert plan_width(32, lambda w: 1e12, None) == 4  # never below the narrowest width
+    assert plan_width(16, lambda w: 1.0, None) == 16  # already cheap enough: unchanged
+
+
 # --- devices and mixed precision ---------------------------------------------------------------
 
 
@@ -75,7 +89,8 @@ def test_a_given_patch_only_plans_the_batch():
     [
         ("cuda", True, "auto", torch.bfloat16),
         ("cuda", False, "auto", torch.float16),
-        ("cpu", True, "auto", None),
+        ("cpu", True, "auto", torch.bfloat16),
+        ("cpu", False, "auto", None),
         ("mps", False, "auto", None),
         ("cpu", False, "bf16", torch.bfloat16),
         ("cuda", True, "fp16", torch.float16),
@@ -115,13 +130,20 @@ def _resolved(arch: str, num_classes: int = 2, data_dims: int = 3, **overrides):
                           patch_size=(32, 32, 32), batch_size=2)
 
 
+def _resolved_big_val():
+    config = merge(RunConfig(), {"data": {"name": "d"}, "model": {"arch": "unet3d"}})
+    return resolve_recipe(config, num_train_cases=10, data_dims=3, network_dims=3, num_classes=2,
+                          patch_size=(32, 32, 32), batch_size=2, val_voxels=40 * 512 * 512 * 100)
+
+
 def test_family_defaults():
     assert family_of("unet3d_tiny") == family_of("vnet") == "unet"
     sgd = _resolved("unet3d")
     assert (sgd.optim.optimizer, sgd.optim.lr, sgd.optim.momentum, sgd.optim.nesterov) == ("sgd", 1e-2, 0.99, True)
     assert (sgd.optim.weight_decay, sgd.optim.schedule, sgd.optim.grad_clip) == (3e-5, "poly", 12.0)
     assert sgd.loss.name == "dice_ce" and sgd.model.activation == "softmax"
-    assert sgd.data.iterations_per_epoch == 250 and sgd.train.val_every == 5
+    assert sgd.data.iterations_per_epoch == 250 and sgd.train.val_every == 1  # a small validation set
+    assert _resolved_big_val().train.val_every == 5
     adam = _resolved("unext", data_dims=2)
     assert (adam.optim.optimizer, adam.optim.lr, adam.optim.weight_decay) == ("adam", 1e-3, 1e-4)
     assert (adam.optim.schedule, adam.optim.min_lr) == ("cosine", 1e-5)
