@@ -224,7 +224,9 @@ def end_to_end(test: list[tuple[Path, Path]], tmp: Path) -> dict:
 
 # --- 3. Dice with and without TTA and CRF -------------------------------------------------------------
 
-def dice_table(test: list[tuple[Path, Path]]) -> dict:
+def dice_table(test: list[tuple[Path, Path]], run: Path = RUN, boundary: bool = False) -> dict:
+    """Mean Dice (and with ``boundary``: HD95 and NSD at 1 mm, means over structures and cases) of each
+    TTA / CRF configuration of ``run`` on the ``test`` cases, with seconds per volume."""
     configs = {
         "no_tta": dict(tta=False),
         "no_tta_whole_image": dict(tta=False, whole_image_factor=4),
@@ -237,18 +239,27 @@ def dice_table(test: list[tuple[Path, Path]]) -> dict:
         "no_tta+crf2d": dict(tta=False, crf=True, crf_config=CRFConfig(mode="2d")),
         "flips_all+crf3d": dict(tta=True, flips="all", crf=True, crf_config=CRFConfig(mode="3d")),
     }
-    references = [read_volume(label, as_label=True).array[0] for _, label in test]
+    from medseg.metrics.case import evaluate_structures
+
+    references = [read_volume(label, as_label=True) for _, label in test]
     table = {}
     for name, options in configs.items():
-        predictor = Predictor(RUN, device="cpu", **options)
-        dices, seconds, crf_seconds = [], [], []
+        predictor = Predictor(run, device="cpu", **options)
+        dices, seconds, crf_seconds, hd95, nsd = [], [], [], [], []
         for (image_path, _), ref in zip(test, references):
             prediction = predictor.predict(image_path)
-            dices.append(mean_dice(prediction.labels.array[0], ref))
+            dices.append(mean_dice(prediction.labels.array[0], ref.array[0]))
             seconds.append(prediction.seconds)
             crf_seconds.append(prediction.info["crf_seconds"])
+            if boundary:
+                rows = evaluate_structures(prediction.labels.array[0], ref.array[0], ref.spacing,
+                                           labels={"anterior": 1, "posterior": 2}, tolerances_mm=(1.0,))
+                hd95 += [r.metrics["hd95"] for r in rows]
+                nsd += [r.metrics["nsd_1mm"] for r in rows]
         table[name] = {"mean_dice": float(np.mean(dices)), "s_per_volume": statistics.median(seconds),
                        "crf_s_per_volume": statistics.median(crf_seconds)}
+        if boundary:
+            table[name].update(hd95_mm=float(np.nanmean(hd95)), nsd_1mm=float(np.nanmean(nsd)))
         print(name, table[name], flush=True)
     return table
 
@@ -354,6 +365,22 @@ def crf_cost() -> dict:
     return out
 
 
+def run_table(run: Path) -> None:
+    """The TTA/CRF table of a ``medseg train`` run on the raw files of its validation cases."""
+    from medseg.config import from_dict
+    from medseg.runs import checkpoint_in, load_checkpoint
+
+    config = from_dict(load_checkpoint(checkpoint_in(run))["config"])
+    splits = json.loads((REPO / config.data.data_dir / config.data.name / "splits.json").read_text())
+    val = [(HIPPO / "imagesTr" / f"{c}.nii.gz", HIPPO / "labelsTr" / f"{c}.nii.gz") for c in splits[config.data.fold]["val"]]
+    result = {"benchmark": "predict --run", "machine": machine(), "run": run.name, "arch": config.model.arch,
+              "model_options": config.model.options, "validation_cases": len(val),
+              "table": dice_table(val, run, boundary=True)}
+    out_path = REPO / "benchmarks" / "results" / f"tta_crf_{run.name}.json"
+    out_path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out_path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-minutes", type=float, default=6.0)
@@ -362,8 +389,13 @@ def main() -> None:
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["e2e", "dice", "grid", "crf"])
+    parser.add_argument("--run", type=Path, help="only the TTA/CRF table (Dice, HD95, NSD 1 mm) of this trained run "
+                        "on its fold's validation cases (data/NAME/splits.json), written to "
+                        "benchmarks/results/tta_crf_<run name>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.run:
+        return run_table(args.run)
     cases = hippocampus_cases()
     train_cases, rest = cases[: args.train_cases], cases[args.train_cases:]
     test, val = rest[-args.test_cases:], rest[: 4]
