@@ -46,8 +46,8 @@ def choose_amp_dtype(device_type: str, bf16_supported: bool, mode: str = "auto")
     """The autocast dtype for training, or None for full fp32.
 
     ``auto``: bf16 on CUDA when supported, else fp16 (with a gradient scaler); bf16 on a CPU with native
-    bf16 instructions (AVX512-BF16 or AMX: 1.6-1.9× faster training steps measured on such a CPU, see
-    benchmarks/results/train.json); off on other CPUs and on MPS.
+    bf16 instructions (AVX512-BF16 or AMX: training steps measured 1.6-1.9× faster on such a CPU, figures
+    in the README); off on other CPUs and on MPS.
     ``bf16``: bf16 anywhere it is supported (CPU autocast supports it); ``fp16``: CUDA only; ``off``: None.
     """
     import torch
