@@ -7,9 +7,12 @@ scored on the fold-0 validation cases (39) with ONE scoring function: the raw va
 the pooled Dice over all voxels is reported too). The systems run ONE AFTER ANOTHER, never concurrently, in the
 order of ``--systems``:
 
-* ``medseg``: ``medseg train hippocampus --arch unet3d --fold 0 --run-name bench_hippocampus_unet3d --overwrite``
-  (default recipe) as a subprocess, stopped when the budget is over (SIGINT, then SIGTERM); then
-  ``medseg predict`` (default TTA: all flips) with ``checkpoint_best.pt``, and once more with ``--no-tta``.
+* ``medseg``: ``medseg train hippocampus --arch unet3d --fold 0 --run-name bench_hippocampus_unet3d --overwrite
+  --time-limit M`` (default recipe; M = the budget less ``STARTUP_S`` for starting Python and planning) as a
+  subprocess: like nnU-Net's trainer subclass below, ``--time-limit`` re-plans the epoch count after every epoch
+  so that training ends by then, the poly decay following the new count; the script still stops it if it
+  overruns (SIGINT, then SIGTERM). Then ``medseg predict`` (default TTA: all flips) with the final weights
+  (``checkpoint_last.pt``, as for the other two systems), and once more with ``--no-tta``.
   Curve and time to Dice 0.85: ``log.csv`` (validation every epoch; ``wall_time_s`` counts from the start of the
   training loop and includes its validation).
 * ``monai``: ``monai.networks.nets.UNet`` (16-256 channels, 4 strides of 2, 2 residual units), DiceCELoss,
@@ -84,6 +87,8 @@ LABELS = {"anterior": 1, "posterior": 2}
 TARGET = 0.85
 SYSTEMS = ("medseg", "monai", "nnunet")
 MEDSEG_RUN = "bench_hippocampus_unet3d"
+#: seconds of the medseg budget left for starting Python and planning (outside ``--time-limit``)
+STARTUP_S = 30.0
 MONAI_ROI = (48, 64, 48)
 NNUNET_ID, NNUNET_NAME = 4, "Dataset004_Hippocampus"
 NNUNET_TRAINER = "nnUNetTrainerMedsegBench"
@@ -256,8 +261,9 @@ def run_medseg(args, budget_s: float, work: Path, env: dict) -> dict:
     val = scored_cases(args)
     run_dir = REPO / "models" / MEDSEG_RUN
     medseg = [sys.executable, "-m", "medseg"]
+    limit_min = max(budget_s - STARTUP_S, budget_s / 2) / 60
     command = [*medseg, "train", "hippocampus", "--arch", "unet3d", "--fold", str(FOLD), "--run-name", MEDSEG_RUN,
-               "--overwrite", *shlex.split(args.medseg_extra)]
+               "--overwrite", "--time-limit", f"{limit_min:.3f}", *shlex.split(args.medseg_extra)]
     log = work / "medseg_train.log"
     log.write_text("")
     say("medseg: running", " ".join(command[2:]), f"for {budget_s:.0f} s (log {log})")
@@ -311,8 +317,7 @@ def run_medseg(args, budget_s: float, work: Path, env: dict) -> dict:
                         "val_dice (medseg's own validation, mean of anterior/posterior)] per epoch",
         "run_dir": str(run_dir.relative_to(REPO)),
     }
-    checkpoint = next((run_dir / n for n in ("checkpoint_best.pt", "checkpoint_last.pt") if (run_dir / n).exists()),
-                      None)
+    checkpoint = run_dir / "checkpoint_last.pt" if (run_dir / "checkpoint_last.pt").exists() else None
     if checkpoint is None:
         say("medseg: no checkpoint (no epoch finished within the budget): nothing to score")
         result.update(dice_anterior=None, dice_posterior=None, dice_mean=None, checkpoint=None)

@@ -102,6 +102,9 @@ class AugmentConfig:
 class TrainConfig:
     epochs: Union[int, None] = None  # None: family default
     val_every: Union[int, None] = None  # None: 1 for 2D images and small 3D validation sets, 5 otherwise
+    # minutes of training (validation included) to end by: after every epoch the epoch count is re-planned
+    # from the measured epoch time (never raised), and the learning-rate schedule follows the new count
+    time_limit: Union[float, None] = None
     seed: int = 0
     device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cuda | cuda:N | mps | cpu
     amp: str = "auto"  # auto (bf16 on CUDA if supported, else fp16; bf16 on CPUs with native bf16, else off) | off | bf16 | fp16
@@ -238,6 +241,8 @@ def _check(config: RunConfig, source: str | None) -> RunConfig:
         "data.batch_size": config.data.batch_size, "data.iterations_per_epoch": config.data.iterations_per_epoch,
         "train.epochs": config.train.epochs, "train.val_every": config.train.val_every,
     }
+    if config.train.time_limit is not None and not config.train.time_limit > 0:
+        raise ConfigError(f"train.time_limit: must be a positive number of minutes, got {config.train.time_limit}", source)
     for key, value in positive.items():
         if value is not None and value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}", source)

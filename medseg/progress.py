@@ -68,7 +68,7 @@ def bars(*tasks: tuple[str, int | None]):
     ``update(i, reset=True)`` restarts bar ``i``. Silent when progress is disabled.
     """
     if not _enabled:
-        yield lambda index, advance=0, description=None, reset=False, completed=None: None
+        yield lambda index, advance=0, description=None, reset=False, completed=None, total=None: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -79,9 +79,10 @@ def bars(*tasks: tuple[str, int | None]):
         ids = [progress.add_task(description, total=total) for description, total in tasks]
 
         def update(index: int, advance: float = 0, description: str | None = None, reset: bool = False,
-                   completed: float | None = None) -> None:
+                   completed: float | None = None, total: float | None = None) -> None:
             if reset:
                 progress.reset(ids[index])
-            progress.update(ids[index], advance=advance or None, description=description, completed=completed)
+            progress.update(ids[index], advance=advance or None, description=description, completed=completed,
+                            total=total)
 
         yield update

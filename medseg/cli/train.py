@@ -10,7 +10,7 @@ import typer
 from medseg.cli import app, run_command
 
 #: flags a resumed run may change; the others must match the run's saved configuration
-_RESUMABLE_FLAGS = ("epochs", "val_every", "device", "workers", "compile", "data_dir", "models_dir")
+_RESUMABLE_FLAGS = ("epochs", "time_limit", "val_every", "device", "workers", "compile", "data_dir", "models_dir")
 
 
 def _parse_fold(value: str) -> int | str:
@@ -44,7 +44,7 @@ def _flags(**given) -> dict:
     sections = {
         "data": ("name", "data_dir", "fold", "patch_size", "batch_size", "workers", "iterations_per_epoch"),
         "model": ("arch", "compile"),
-        "train": ("epochs", "val_every", "seed", "device", "amp", "models_dir", "run_name"),
+        "train": ("epochs", "time_limit", "val_every", "seed", "device", "amp", "models_dir", "run_name"),
     }
     out: dict = {}
     for section, keys in sections.items():
@@ -74,7 +74,7 @@ def _resume_config(given, flags: dict):
 
 
 def _train(name, arch, fold, epochs, config_file, device, resume, seed, data_dir, models_dir, run_name, batch_size,
-           patch_size, workers, compile_, val_every, iterations_per_epoch, amp, overwrite):
+           patch_size, workers, compile_, val_every, iterations_per_epoch, amp, overwrite, time_limit):
     from medseg.config import resolve
     from medseg.errors import UsageError
     from medseg.models import list_models
@@ -85,7 +85,8 @@ def _train(name, arch, fold, epochs, config_file, device, resume, seed, data_dir
     given = dict(name=name, arch=arch, fold=_parse_fold(fold) if fold is not None else None, epochs=epochs,
                  device=device, seed=seed, data_dir=data_dir, models_dir=models_dir, run_name=run_name,
                  batch_size=batch_size, patch_size=_parse_patch(patch_size) if patch_size else None, workers=workers,
-                 compile=compile_ or None, val_every=val_every, iterations_per_epoch=iterations_per_epoch, amp=amp)
+                 compile=compile_ or None, val_every=val_every, iterations_per_epoch=iterations_per_epoch, amp=amp,
+                 time_limit=time_limit)
     flags = _flags(**given)
     if resume:
         if config_file is not None:
@@ -104,6 +105,7 @@ def train_command(
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Network: unet | unet3d | vnet | unext | cm_mlp (see `medseg models`)."),
     fold: Optional[str] = typer.Option(None, "--fold", "-f", help="Fold of splits.json to hold out, or 'all'. \\[default: 0]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help="Epochs. \\[default: per network family]"),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.01, help="Minutes to end training by: the epochs are re-planned after each one from its measured time, and the learning-rate schedule follows. \\[default: none]"),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration (flags override it)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA, then MPS, then CPU) | cuda | cuda:N | mps | cpu."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its checkpoint_last.pt, exactly."),
@@ -123,7 +125,7 @@ def train_command(
     """Train a network on a dataset; writes config.yaml, checkpoints, log.csv and curves.png to models/RUN/."""
     result = run_command(_train, name, arch, fold, epochs, config_file, device, resume, seed, data_dir, models_dir,
                          run_name, batch_size, patch_size, workers, compile_, val_every, iterations_per_epoch, amp,
-                         overwrite)
+                         overwrite, time_limit)
     import math
     import os
 

@@ -34,7 +34,7 @@ from medseg.training.planner import plan_patch_and_batch, plan_width
 
 RUN_FILES = ("config.yaml", CHECKPOINT_LAST, CHECKPOINT_BEST, "log.csv", "curves.png")
 #: settings a resumed run may change (the rest must match the checkpoint)
-RESUMABLE = {"train": ("epochs", "val_every", "device", "models_dir"), "data": ("workers", "data_dir"),
+RESUMABLE = {"train": ("epochs", "time_limit", "val_every", "device", "models_dir"), "data": ("workers", "data_dir"),
              "model": ("compile",)}
 #: anisotropy (largest / smallest spacing) above which 3D rotations stay in the plane of the fine axes
 ANISOTROPY_IN_PLANE = 3.0
@@ -437,6 +437,29 @@ def _write_epoch(s: _Session, epoch: int, best_dice: float, last_dice: float, im
         raise CheckpointError("rank 0 could not write the run folder", run_dir)
 
 
+def planned_epochs(epochs: int, done: int, limit_s: float, elapsed_s: float, seconds_per_epoch: float) -> int:
+    """The epoch count that ends training by ``limit_s`` seconds: ``done`` epochs took ``elapsed_s`` in all
+    and an epoch takes about ``seconds_per_epoch``; never more than ``epochs``, never fewer than ``done``."""
+    more = math.floor(max(0.0, limit_s - elapsed_s) / max(seconds_per_epoch, 1e-9))
+    return int(max(done, min(epochs, done + more)))
+
+
+def _replan_epochs(s: _Session, done: int, wall_offset: float, session_s: float, session_epochs: int, update):
+    """Under ``train.time_limit``: shorten ``s.config``'s epochs to end by the limit (same count on every
+    rank); returns the new ``TrainConfig``. The epoch time is this process's mean (validation included)."""
+    tc = s.config.train
+    estimate = planned_epochs(tc.epochs, done, tc.time_limit * 60, wall_offset + session_s, session_s / session_epochs)
+    epochs = int(round(distributed.all_mean([float(estimate)], s.info, s.device)[0]))
+    if epochs != tc.epochs:
+        s.config = dataclasses.replace(s.config, train=dataclasses.replace(tc, epochs=epochs))
+        update(0, total=epochs)
+        if s.info.is_main:
+            save_yaml(s.config, s.config.run_dir / "config.yaml")
+            _say(s.info, f"time limit {tc.time_limit:g} min: {epochs} epochs in all (the learning-rate schedule "
+                         "follows)")
+    return s.config.train
+
+
 def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed.DistInfo, checkpoint: dict | None,
            overwrite: bool, stop_after: int | None) -> TrainResult:
     from medseg.training.recipe import learning_rate
@@ -459,6 +482,11 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
         rows = [r for r in read_log(run_dir / "log.csv") if int(float(r["epoch"])) <= start_epoch]
         wall_offset = float(rows[-1]["wall_time_s"]) if rows and rows[-1].get("wall_time_s") else 0.0
         _say(info, f"resuming {run_dir} after epoch {start_epoch}")
+    if tc.time_limit is not None and wall_offset >= tc.time_limit * 60:
+        _say(info, f"the run has used its time limit of {tc.time_limit:g} minutes; pass a larger --time-limit to "
+                   "continue")
+        best = best_dice if best_dice > -math.inf else math.nan
+        return TrainResult(run_dir, start_epoch, best, math.nan, distributed.state_hash(s.model), config)
     if start_epoch >= tc.epochs:
         _say(info, f"the run has finished its {tc.epochs} epochs; pass a larger --epochs to continue")
         best = best_dice if best_dice > -math.inf else math.nan
@@ -480,7 +508,8 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
     try:
         with bars as update:
             update(0, completed=start_epoch)
-            for epoch in range(start_epoch, tc.epochs):
+            epoch = start_epoch
+            while epoch < tc.epochs:  # tc.epochs may shrink under a time limit
                 lr = learning_rate(epoch, config.optim, tc.epochs)
                 for group in s.optimizer.param_groups:
                     group["lr"] = lr
@@ -488,6 +517,9 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
                 row = {"epoch": epoch + 1, "lr": lr, "effective_batch": s.effective_batch,
                        **_train_epoch(s, batch_iter, epoch, update)}
                 improved = False
+                epochs_run += 1
+                if tc.time_limit is not None:
+                    tc = _replan_epochs(s, epoch + 1, wall_offset, time.perf_counter() - t_start, epochs_run, update)
                 if plan.val_cases and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs):
                     per_class = _validate(s)
                     last_dice = mean_dice(per_class)
@@ -503,9 +535,9 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
                 _say(info, f"epoch {epoch + 1}/{tc.epochs}: loss {row['train_loss']:.4f}{dice_text}, lr {lr:.3g}, "
                            f"{row['samples_per_s']:.1f} samples/s, {row['data_wait_fraction']:.0%} of the time waiting "
                            "for data")
-                epochs_run += 1
                 if stop_after is not None and epochs_run >= stop_after:
                     break
+                epoch += 1
     finally:
         del batch_iter, loader  # stops the loader's worker processes
 
@@ -513,4 +545,4 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
     if info.enabled:
         progress.info(f"rank {info.rank}/{info.world_size}: final weights sha256 {weights}")
     best = best_dice if best_dice > -math.inf else math.nan
-    return TrainResult(run_dir, start_epoch + epochs_run, best, last_dice, weights, config)
+    return TrainResult(run_dir, start_epoch + epochs_run, best, last_dice, weights, s.config)

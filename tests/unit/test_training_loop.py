@@ -12,7 +12,7 @@ from medseg.config import RunConfig, from_dict, load_yaml, merge
 from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, UsageError
 from medseg.runs import load_checkpoint
 from medseg.training.curves import read_log
-from medseg.training.loop import plan_run, rng_state, set_rng_state, train
+from medseg.training.loop import plan_run, planned_epochs, rng_state, set_rng_state, train
 
 CHECKPOINT_KEYS = {"format_version", "medseg_version", "arch", "model_options", "in_channels", "num_classes", "model",
                    "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "plan", "rng", "best_dice",
@@ -121,6 +121,27 @@ def test_resume_matches_an_uninterrupted_run(data_root, tmp_path, workers):
     assert _same_weights(_weights(straight.run_dir), _weights(resumed.run_dir))
     assert straight.weights_sha256 == resumed.weights_sha256
     assert [r["epoch"] for r in read_log(resumed.run_dir / "log.csv")] == ["1", "2"]
+
+
+def test_planned_epochs_end_by_the_limit_and_never_grow():
+    # 3 epochs took 300 s of a 600 s limit at 100 s each: 3 more fit
+    assert planned_epochs(1000, 3, 600, 300, 100) == 6
+    assert planned_epochs(1000, 3, 600, 301, 100) == 5
+    assert planned_epochs(4, 3, 600, 300, 100) == 4  # the configured count is a ceiling
+    assert planned_epochs(1000, 3, 600, 700, 100) == 3  # over the limit: stop now
+
+
+def test_a_time_limit_shortens_the_run_and_validates_its_last_epoch(data_root, tmp_path):
+    # a limit far shorter than one epoch: training ends after the first, which is validated although
+    # val_every is 10, and the saved configuration holds the re-planned count (so --resume follows it)
+    result = train(_config(data_root, tmp_path, train={"epochs": 50, "val_every": 10, "time_limit": 0.0001}))
+    assert result.epochs_done == 1
+    rows = read_log(result.run_dir / "log.csv")
+    assert len(rows) == 1 and rows[0]["val_dice"] not in ("", None)
+    assert load_yaml(result.run_dir / "config.yaml")["train"]["epochs"] == 1
+    assert load_checkpoint(result.run_dir / "checkpoint_last.pt")["config"]["train"]["epochs"] == 1
+    again = train(from_dict(load_yaml(result.run_dir / "config.yaml")), resume=True)
+    assert again.epochs_done == 1  # the limit is spent: nothing more runs
 
 
 def test_random_states_round_trip_through_a_safe_checkpoint(tmp_path):

@@ -14,7 +14,7 @@ from medseg.training.device import choose_amp_dtype, needs_grad_scaler, resolve_
 from medseg.training.losses import (compute_loss, deep_supervision_weights, dice_ce_loss, edge_bce_iou_loss,
                                     edge_weights)
 from medseg.models import count_macs
-from medseg.training.planner import CPU_BATCH_VOXELS, CPU_MACS_PER_VOXEL, plan_patch_and_batch, plan_width
+from medseg.training.planner import CPU_BATCH_VOXELS, CPU_MACS_PER_VOXEL, CPU_MAX_BATCH, plan_patch_and_batch, plan_width
 from medseg.training.recipe import family_of, learning_rate, resolve_recipe
 from medseg.training.validation import confusion_counts, dice_from_counts, mean_dice
 
@@ -63,7 +63,9 @@ def test_unknown_memory_uses_the_cpu_budget():
 def test_a_given_patch_only_plans_the_batch():
     plan = plan_patch_and_batch((100, 100, 100), (1, 1, 1), 3, None, size_multiple=8, patch_size=(32, 32, 32))
     assert plan.patch_size == (32, 32, 32)
-    assert plan.batch_size == min(CPU_BATCH_VOXELS // 32**3, 16)
+    assert plan.batch_size == CPU_MAX_BATCH[3] == 2  # on a CPU, 3D batches stay at 2
+    assert plan_patch_and_batch((100, 100, 100), (1, 1, 1), 3, 8 * GB, size_multiple=8,
+                                patch_size=(32, 32, 32)).batch_size == 16
     with pytest.raises(ValueError):
         plan_patch_and_batch((100, 100), (1, 1, 1), 3, None)
 
