@@ -40,5 +40,9 @@ class ConfigError(MedsegError):
     """A configuration value that cannot work with the data or the device."""
 
 
+class TrainingError(MedsegError):
+    """Training that cannot go on, e.g. a loss that diverged to NaN or infinity."""
+
+
 class UsageError(Exception):
     """A wrong command-line usage detected inside the library (exit code 2), e.g. an unknown architecture."""

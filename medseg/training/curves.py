@@ -10,7 +10,7 @@ from pathlib import Path
 from medseg.io.atomic import atomic_path
 
 BASE_COLUMNS = ["epoch", "train_loss", "val_dice"]
-TAIL_COLUMNS = ["lr", "samples_per_s", "data_wait_fraction", "effective_batch", "wall_time_s"]
+TAIL_COLUMNS = ["lr", "samples_per_s", "data_wait_fraction", "skipped_steps", "effective_batch", "wall_time_s"]
 
 
 def log_columns(labels: dict[str, int]) -> list[str]:

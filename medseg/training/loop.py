@@ -24,7 +24,7 @@ import numpy as np
 
 from medseg import progress
 from medseg.config import RunConfig, from_dict, save_yaml, to_dict
-from medseg.errors import CheckpointError, ConfigError, OutputExistsError
+from medseg.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
 from medseg.runs import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from medseg.training import distributed
 from medseg.training.curves import log_columns, plot_curves, read_log, write_log
@@ -38,6 +38,10 @@ RESUMABLE = {"train": ("epochs", "time_limit", "val_every", "device", "models_di
              "model": ("compile",)}
 #: anisotropy (largest / smallest spacing) above which 3D rotations stay in the plane of the fine axes
 ANISOTROPY_IN_PLANE = 3.0
+#: training stops with an error after this many consecutive steps with NaN or infinite gradients (each one's
+#: update is skipped): far more than a gradient scaler needs to find its scale (a few steps), few enough not
+#: to spend hours on a diverged run
+MAX_NONFINITE_STEPS = 50
 
 
 @dataclass
@@ -272,6 +276,7 @@ class _Session:
     scaler: Any
     amp_dtype: Any
     channels_last: bool
+    nonfinite_steps: int = 0  # consecutive steps with NaN/infinite gradients (skipped)
 
     @property
     def effective_batch(self) -> int:
@@ -357,7 +362,7 @@ def _train_epoch(s: _Session, batch_iter, epoch: int, update) -> dict[str, float
     ds_mode = config.loss.deep_supervision_weights if config.loss.deep_supervision else None
     autocast = (lambda: torch.autocast(device.type, dtype=s.amp_dtype)) if s.amp_dtype else contextlib.nullcontext
     s.train_model.train()
-    t_epoch, waited, loss_sum = time.perf_counter(), 0.0, 0.0
+    t_epoch, waited, loss_sum, steps = time.perf_counter(), 0.0, 0.0, 0
     for iteration in range(data.iterations_per_epoch):
         t0 = time.perf_counter()
         batch = next(batch_iter)
@@ -373,21 +378,29 @@ def _train_epoch(s: _Session, batch_iter, epoch: int, update) -> dict[str, float
         loss = compute_loss(outputs, label.long(), config.loss.name, config.model.activation, ds_mode)
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
-        if optim.grad_clip:
-            s.scaler.unscale_(s.optimizer)
-            torch.nn.utils.clip_grad_norm_(s.model.parameters(), optim.grad_clip)
-        s.scaler.step(s.optimizer)
+        s.scaler.unscale_(s.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), optim.grad_clip or math.inf)
+        finite = bool(torch.isfinite(grad_norm))  # the same on every rank: gradients are all-reduced
+        if finite or s.scaler.is_enabled():  # a gradient scaler skips non-finite steps itself (and lowers its scale)
+            s.scaler.step(s.optimizer)
         s.scaler.update()
-        loss_sum += float(loss.detach())
-        update(1, advance=1, description=f"epoch {epoch + 1}/{config.train.epochs} loss {loss_sum / (iteration + 1):.4f}")
+        s.nonfinite_steps = 0 if finite else s.nonfinite_steps + 1
+        if s.nonfinite_steps >= MAX_NONFINITE_STEPS:
+            raise TrainingError(f"training diverged in epoch {epoch + 1}: the gradients were NaN or infinite in "
+                                f"{MAX_NONFINITE_STEPS} consecutive steps (their updates were skipped); "
+                                "checkpoint_last.pt holds the last finished epoch; lower optim.lr in a --config "
+                                "file or try --amp off", config.run_dir)
+        if finite:
+            loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
+        update(1, advance=1, description=f"epoch {epoch + 1}/{config.train.epochs} loss {loss_sum / max(steps, 1):.4f}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t_epoch
     distributed.broadcast_buffers(s.model, s.info)  # batch-norm statistics: rank 0's everywhere
-    train_loss, wait_fraction = distributed.all_mean([loss_sum / data.iterations_per_epoch, waited / seconds],
+    train_loss, wait_fraction = distributed.all_mean([loss_sum / steps if steps else math.nan, waited / seconds],
                                                      s.info, device)
     return {"train_loss": train_loss, "samples_per_s": data.iterations_per_epoch * s.effective_batch / seconds,
-            "data_wait_fraction": wait_fraction}
+            "data_wait_fraction": wait_fraction, "skipped_steps": data.iterations_per_epoch - steps}
 
 
 def _validate(s: _Session) -> list[float]:
@@ -534,7 +547,8 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
                 update(0, advance=1, description=f"epochs (best Dice {best_dice:.3f})" if best_dice > -math.inf else "epochs")
                 _say(info, f"epoch {epoch + 1}/{tc.epochs}: loss {row['train_loss']:.4f}{dice_text}, lr {lr:.3g}, "
                            f"{row['samples_per_s']:.1f} samples/s, {row['data_wait_fraction']:.0%} of the time waiting "
-                           "for data")
+                           "for data" + (f", {row['skipped_steps']} steps skipped (NaN or infinite gradients)"
+                                         if row["skipped_steps"] else ""))
                 if stop_after is not None and epochs_run >= stop_after:
                     break
                 epoch += 1

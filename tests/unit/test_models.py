@@ -137,3 +137,21 @@ def test_unknown_name_lists_the_valid_names():
     message = str(info.value)
     assert "unet4d" in message
     assert all(name in message for name in list_models())
+
+
+def test_convolutions_smaller_than_their_input_run_in_fp32_under_cpu_bf16():
+    """oneDNN's bf16 weight gradients are unreliable when the input is smaller than the kernel (layers.py)."""
+    from medseg.models.layers import conv, cpu_bf16_unsafe
+
+    layer = conv(3, 4, 4, kernel_size=5)
+    small, large = torch.randn(1, 4, 3, 4, 3), torch.randn(1, 4, 6, 8, 6)
+    assert not cpu_bf16_unsafe(small, layer.kernel_size)  # no autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cpu_bf16_unsafe(small, layer.kernel_size) and not cpu_bf16_unsafe(large, layer.kernel_size)
+        assert layer(small).dtype == torch.float32 and layer(large).dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(small)
+    out.square().mean().backward()
+    assert torch.isfinite(layer.weight.grad).all()
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert not cpu_bf16_unsafe(small, layer.kernel_size)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from medseg.config import RunConfig, from_dict, load_yaml, merge
-from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, UsageError
+from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, TrainingError, UsageError
 from medseg.runs import load_checkpoint
 from medseg.training.curves import read_log
-from medseg.training.loop import plan_run, planned_epochs, rng_state, set_rng_state, train
+from medseg.training.loop import MAX_NONFINITE_STEPS, plan_run, planned_epochs, rng_state, set_rng_state, train
 
 CHECKPOINT_KEYS = {"format_version", "medseg_version", "arch", "model_options", "in_channels", "num_classes", "model",
                    "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "plan", "rng", "best_dice",
@@ -176,6 +176,41 @@ def test_a_full_disk_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypa
     assert (first.run_dir / "checkpoint_last.pt").read_bytes() == before
     assert load_checkpoint(first.run_dir / "checkpoint_last.pt")["epoch"] == 1
     assert not [p for p in first.run_dir.iterdir() if "partial" in p.name]
+
+
+def _nan_loss_on(monkeypatch, bad_calls):
+    """Make the loss NaN on the given (0-based) calls of ``compute_loss``; ``None``: on every call."""
+    from medseg.training import losses
+
+    real, calls = losses.compute_loss, []
+
+    def loss(*args, **kwargs):
+        calls.append(1)
+        value = real(*args, **kwargs)
+        return value * math.nan if bad_calls is None or len(calls) - 1 in bad_calls else value
+
+    monkeypatch.setattr(losses, "compute_loss", loss)
+
+
+def test_a_step_with_nan_gradients_is_skipped(data_root, tmp_path, monkeypatch):
+    _nan_loss_on(monkeypatch, {1, 2})
+    result = train(_config(data_root, tmp_path, data={"iterations_per_epoch": 4}))
+    assert all(torch.isfinite(v).all() for v in _weights(result.run_dir).values() if v.is_floating_point())
+    row = read_log(result.run_dir / "log.csv")[0]
+    assert math.isfinite(float(row["train_loss"])) and row["skipped_steps"] == "2"  # the loss of the good steps
+
+
+def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_checkpoint(data_root, tmp_path, monkeypatch):
+    config = _config(data_root, tmp_path, data={"iterations_per_epoch": MAX_NONFINITE_STEPS // 2 + 1},
+                     train={"epochs": 3})
+    _nan_loss_on(monkeypatch, set(range(MAX_NONFINITE_STEPS // 2 + 1, 10**6)))  # from the second epoch on
+    with pytest.raises(TrainingError) as info:
+        train(config)
+    message = str(info.value)
+    assert "diverged in epoch 3" in message and "\n" not in message and str(config.run_dir) in message
+    checkpoint = load_checkpoint(config.run_dir / "checkpoint_last.pt")
+    assert checkpoint["epoch"] == 2  # the skipped steps left the weights finite, and they were saved
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
 
 
 def test_a_corrupt_checkpoint_is_refused_on_resume(data_root, tmp_path):
