@@ -202,7 +202,10 @@ class Predictor:
         self.whole_image_factor = float(whole_image_factor)
         self.size_multiple = int(getattr(network, "size_multiple", 1) or 1)
         if isinstance(network, torch.nn.Module):
-            network = network.to(self.device).eval()
+            from medseg.models.layers import memory_format_for
+
+            memory_format = memory_format_for(self.device.type, self.spatial_dims)
+            network = network.to(self.device, memory_format=memory_format or torch.preserve_format).eval()
         self.network = network
 
     # ------------------------------------------------------------------------------------------

@@ -39,6 +39,25 @@ def cpu_bf16_unsafe(x: torch.Tensor, kernel_size: Sequence[int]) -> bool:
             and any(size < k for size, k in zip(x.shape[2:], kernel_size)))
 
 
+def memory_format_for(device_type: str, spatial_dims: int):
+    """The tensor layout convolutions run fastest in: channels-last on a CPU, and for 2D on CUDA; else None.
+
+    Measured on a 2-core AMD EPYC (oneDNN, torch 2.13; ``benchmarks/channels_last_cpu.py``), channels-last
+    against the default layout: bf16 training steps 1.19× faster for ``unet3d``, 1.44× for ``unext``, 1.35×
+    for ``unet``; fp32 inference 1.44× for ``unet3d``; V-Net (5×5×5 kernels) unchanged (0.99-1.01×). On
+    CUDA, cuDNN's NHWC kernels for 2D; 3D stays in the default layout there (not measured). Results equal
+    the default layout's up to rounding. Convolutions follow the layout of their weights, so converting a
+    network (``module.to(memory_format=...)``) is enough.
+    """
+    import torch
+
+    if device_type == "cpu":
+        return torch.channels_last if _check_dims(spatial_dims) == 2 else torch.channels_last_3d
+    if device_type == "cuda" and _check_dims(spatial_dims) == 2:
+        return torch.channels_last
+    return None
+
+
 class _SafeConv:
     """Runs the convolutions of ``cpu_bf16_unsafe`` in fp32 (tiny inputs: the cost is negligible)."""
 

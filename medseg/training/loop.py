@@ -101,10 +101,13 @@ def plan_run(config: RunConfig, ds: DatasetFolder, spec, device, world_size: int
         if bad:
             raise ConfigError(f"--patch-size {_side(patch)}: every side must be a multiple of {spec.size_multiple} "
                               f"for {arch}")
-        if all(any(p > s for p, s in zip(patch, shape)) for shape in shapes):
+        # a case is padded up to the patch, as far as the network's size multiple (the planner's own
+        # patch covers the padded median case, so it may exceed every case by less than one multiple)
+        m = spec.size_multiple
+        if all(any(p > -(-s // m) * m for p, s in zip(patch, shape)) for shape in shapes):
             largest = tuple(int(v) for v in np.max(shapes, axis=0))
             raise ConfigError(f"--patch-size {_side(patch)} is larger than every case of dataset {ds.name!r} "
-                              f"(largest sides {_side(largest)})", ds.root)
+                              f"padded to a multiple of {m} (largest sides {_side(largest)})", ds.root)
     memory = device_memory_bytes(device)
     planned = plan_patch_and_batch(median, spacing, net_dims, memory, size_multiple=spec.size_multiple, patch_size=patch)
     narrowed_from = _default_width(config, ds)
@@ -275,7 +278,7 @@ class _Session:
     optimizer: Any
     scaler: Any
     amp_dtype: Any
-    channels_last: bool
+    memory_format: Any  # torch.memory_format of the network and its inputs, or None (the default layout)
     nonfinite_steps: int = 0  # consecutive steps with NaN/infinite gradients (skipped)
 
     @property
@@ -310,6 +313,7 @@ def _build(config: RunConfig, plan: RunPlan, ds: DatasetFolder, device, info: di
     import torch
 
     from medseg.models import create_model
+    from medseg.models.layers import memory_format_for
     from medseg.training.recipe import make_optimizer
 
     seed_everything(config.train.seed)
@@ -317,13 +321,13 @@ def _build(config: RunConfig, plan: RunPlan, ds: DatasetFolder, device, info: di
         torch.backends.cudnn.benchmark = True
     model = create_model(config.model.arch, in_channels=ds.num_channels, num_classes=plan.out_channels,
                          **config.model.options).to(device)
-    channels_last = device.type == "cuda" and plan.network_dims == 2
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    memory_format = memory_format_for(device.type, plan.network_dims)
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
     amp_dtype = choose_amp_dtype(device.type, bf16_supported(device), config.train.amp)
     optimizer = make_optimizer(model.parameters(), config.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(amp_dtype))
-    return _Session(config, plan, ds, device, info, model, model, optimizer, scaler, amp_dtype, channels_last)
+    return _Session(config, plan, ds, device, info, model, model, optimizer, scaler, amp_dtype, memory_format)
 
 
 def _wrap(s: _Session) -> None:
@@ -370,8 +374,8 @@ def _train_epoch(s: _Session, batch_iter, epoch: int, update) -> dict[str, float
         label = batch["label"].to(device, non_blocking=True)
         if augment_here:
             image, label = augment_batch(image, label, data.patch_size, aug, int(batch["seed"]), s.plan.in_plane_axis)
-        if s.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
+        if s.memory_format is not None:
+            image = image.contiguous(memory_format=s.memory_format)
         waited += time.perf_counter() - t0
         with autocast():
             outputs = s.train_model(image)

@@ -155,3 +155,21 @@ def test_convolutions_smaller_than_their_input_run_in_fp32_under_cpu_bf16():
     assert torch.isfinite(layer.weight.grad).all()
     with torch.autocast("cpu", dtype=torch.float16):
         assert not cpu_bf16_unsafe(small, layer.kernel_size)
+
+
+def test_the_memory_format_follows_the_device_and_leaves_results_unchanged():
+    """Channels-last on a CPU (oneDNN's faster layout) and for 2D on CUDA; same results as the default layout."""
+    from medseg.models.layers import memory_format_for
+
+    assert memory_format_for("cpu", 2) == torch.channels_last
+    assert memory_format_for("cpu", 3) == torch.channels_last_3d
+    assert memory_format_for("cuda", 2) == torch.channels_last
+    assert memory_format_for("cuda", 3) is None and memory_format_for("mps", 2) is None
+    for arch, shape in (("unet3d_tiny", (1, 1, 16, 24, 16)), ("unext_tiny", (1, 3, 64, 64))):
+        torch.manual_seed(0)
+        network = create_model(arch, shape[1], 3).double().eval()
+        x = torch.randn(shape, dtype=torch.float64)
+        with torch.no_grad():
+            expected = network(x)
+            network.to(memory_format=memory_format_for("cpu", len(shape) - 2))
+            assert torch.allclose(network(x), expected, atol=1e-10), arch

@@ -123,6 +123,24 @@ def test_resume_matches_an_uninterrupted_run(data_root, tmp_path, workers):
     assert [r["epoch"] for r in read_log(resumed.run_dir / "log.csv")] == ["1", "2"]
 
 
+def test_a_planned_patch_larger_than_every_case_resumes(tmp_path):
+    # cases of 30×30×14 voxels: the planner's patch covers them padded to multiples of 8 (32×32×16), which
+    # is larger than every case; the saved patch must pass the size check again on --resume
+    from medseg.ingest import ingest
+    from medseg.phantoms import write_ct_dataset
+
+    write_ct_dataset(tmp_path / "raw", n_cases=4, shape=(30, 30, 14), orientations=("RAS",))
+    ingest(tmp_path / "raw", "odd", data_root=tmp_path / "data", folds=2)
+    config = _config(tmp_path / "data", tmp_path / "models", name="odd", data={"patch_size": None},
+                     train={"epochs": 2, "val_every": 2})
+    first = train(config, stop_after=1)
+    saved = load_yaml(first.run_dir / "config.yaml")
+    assert saved["data"]["patch_size"] == [32, 32, 16]
+    assert train(from_dict(saved), resume=True).epochs_done == 2
+    with pytest.raises(ConfigError, match="larger than every case"):
+        train(_config(tmp_path / "data", tmp_path / "other", name="odd", data={"patch_size": [32, 32, 24]}))
+
+
 def test_planned_epochs_end_by_the_limit_and_never_grow():
     # 3 epochs took 300 s of a 600 s limit at 100 s each: 3 more fit
     assert planned_epochs(1000, 3, 600, 300, 100) == 6
