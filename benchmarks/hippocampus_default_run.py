@@ -21,10 +21,10 @@ a CPU plans 1000 epochs, about a day here.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import shlex
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,13 +33,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
 
+from medseg.training import curves  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = (0.85, 0.87)
 
 
 def read_log(run: Path) -> list[dict]:
-    with (run / "log.csv").open() as f:
-        rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
+    """The validated epochs of ``log.csv``, values as floats (None where empty)."""
+    rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
+            for row in curves.read_log(run / "log.csv")]
     return [r for r in rows if r.get("val_dice") is not None]
 
 
@@ -60,9 +63,10 @@ def summary(rows: list[dict], minutes: float) -> dict:
         f"last_within_{minutes:g}_min": point(within[-1]) if within else None,
         "best_overall": point(max(rows, key=lambda r: r["val_dice"])) if rows else None,
         "epochs_logged": int(rows[-1]["epoch"]) if rows else 0,
-        "seconds_per_epoch_median": (round(sorted(b["wall_time_s"] - a["wall_time_s"] for a, b in zip(rows, rows[1:]))
-                                           [(len(rows) - 1) // 2], 1) if len(rows) > 1 else None),
-        "samples_per_s_median": (round(sorted(r["samples_per_s"] for r in rows)[len(rows) // 2], 2) if rows else None),
+        "seconds_per_epoch_median": (round(statistics.median(b["wall_time_s"] - a["wall_time_s"]
+                                                             for a, b in zip(rows, rows[1:])), 1)
+                                     if len(rows) > 1 else None),
+        "samples_per_s_median": round(statistics.median(r["samples_per_s"] for r in rows), 2) if rows else None,
     }
 
 

@@ -46,11 +46,9 @@ def memory_format_for(device_type: str, spatial_dims: int):
     against the default layout: bf16 training steps 1.19× faster for ``unet3d``, 1.44× for ``unext``, 1.35×
     for ``unet``; fp32 inference 1.44× for ``unet3d``; V-Net (5×5×5 kernels) unchanged (0.99-1.01×). On
     CUDA, cuDNN's NHWC kernels for 2D; 3D stays in the default layout there (not measured). Results equal
-    the default layout's up to rounding. Convolutions follow the layout of their weights, so converting a
-    network (``module.to(memory_format=...)``) is enough.
+    the default layout's up to rounding. Convolutions follow the layout of their weights, so the predictor
+    converts only the network (``module.to(memory_format=...)``); training also lays out its batches so.
     """
-    import torch
-
     if device_type == "cpu":
         return torch.channels_last if _check_dims(spatial_dims) == 2 else torch.channels_last_3d
     if device_type == "cuda" and _check_dims(spatial_dims) == 2:

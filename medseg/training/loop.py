@@ -30,7 +30,7 @@ from medseg.training import distributed
 from medseg.training.curves import log_columns, plot_curves, read_log, write_log
 from medseg.training.data import DatasetFolder, PatchBatches, make_loader, open_dataset
 from medseg.training.device import bf16_supported, choose_amp_dtype, device_memory_bytes, needs_grad_scaler, resolve_device
-from medseg.training.planner import plan_patch_and_batch, plan_width
+from medseg.training.planner import plan_patch_and_batch, plan_width, round_up
 
 RUN_FILES = ("config.yaml", CHECKPOINT_LAST, CHECKPOINT_BEST, "log.csv", "curves.png")
 #: settings a resumed run may change (the rest must match the checkpoint)
@@ -104,7 +104,7 @@ def plan_run(config: RunConfig, ds: DatasetFolder, spec, device, world_size: int
         # a case is padded up to the patch, as far as the network's size multiple (the planner's own
         # patch covers the padded median case, so it may exceed every case by less than one multiple)
         m = spec.size_multiple
-        if all(any(p > -(-s // m) * m for p, s in zip(patch, shape)) for shape in shapes):
+        if all(any(p > round_up(s, m) for p, s in zip(patch, shape)) for shape in shapes):
             largest = tuple(int(v) for v in np.max(shapes, axis=0))
             raise ConfigError(f"--patch-size {_side(patch)} is larger than every case of dataset {ds.name!r} "
                               f"padded to a multiple of {m} (largest sides {_side(largest)})", ds.root)

@@ -47,7 +47,8 @@ class PatchPlan:
         return f"patch {side} ({what}), batch {self.batch_size}"
 
 
-def _round_up(value: float, multiple: int) -> int:
+def round_up(value: float, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple`` (at least one multiple)."""
     return max(multiple, int(math.ceil(value / multiple)) * multiple)
 
 
@@ -89,7 +90,7 @@ def plan_patch_and_batch(
         budget = CPU_BATCH_VOXELS
     limit = max(min(max_patch_voxels, budget // min_batch), size_multiple**spatial_dims)
 
-    padded_median = [_round_up(s, size_multiple) for s in median_shape]
+    padded_median = [round_up(s, size_multiple) for s in median_shape]
     if patch_size is not None:
         patch = [int(p) for p in patch_size]
         batch = int(min(max(budget // math.prod(patch), min_batch), max_batch))
