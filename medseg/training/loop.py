@@ -461,11 +461,14 @@ def planned_epochs(epochs: int, done: int, limit_s: float, elapsed_s: float, sec
     return int(max(done, min(epochs, done + more)))
 
 
-def _replan_epochs(s: _Session, done: int, wall_offset: float, session_s: float, session_epochs: int, update):
-    """Under ``train.time_limit``: shorten ``s.config``'s epochs to end by the limit (same count on every
-    rank); returns the new ``TrainConfig``. The epoch time is this process's mean (validation included)."""
+def _replan_epochs(s: _Session, ceiling: int, done: int, wall_offset: float, session_s: float, session_epochs: int,
+                   update):
+    """Under ``train.time_limit``: set ``s.config``'s epochs to end by the limit (same count on every rank);
+    returns the new ``TrainConfig``. The epoch time is this process's mean (validation included). The count
+    may go down and up again, never above ``ceiling`` (the count this process started with): a slow early
+    epoch must not shorten the run for good."""
     tc = s.config.train
-    estimate = planned_epochs(tc.epochs, done, tc.time_limit * 60, wall_offset + session_s, session_s / session_epochs)
+    estimate = planned_epochs(ceiling, done, tc.time_limit * 60, wall_offset + session_s, session_s / session_epochs)
     epochs = int(round(distributed.all_mean([float(estimate)], s.info, s.device)[0]))
     if epochs != tc.epochs:
         s.config = dataclasses.replace(s.config, train=dataclasses.replace(tc, epochs=epochs))
@@ -519,14 +522,14 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
     fg_labels = [name for name, value in sorted(ds.labels.items(), key=lambda kv: kv[1]) if value != 0]
     loader = _loader(s, start_epoch)
     batch_iter = iter(loader)
-    last_dice, epochs_run, t_start = math.nan, 0, time.perf_counter()
+    last_dice, epochs_run, epoch_ceiling, t_start = math.nan, 0, tc.epochs, time.perf_counter()
     bars = (progress.bars(("epochs", tc.epochs), ("iterations", config.data.iterations_per_epoch)) if info.is_main
             else contextlib.nullcontext(lambda *a, **k: None))
     try:
         with bars as update:
             update(0, completed=start_epoch)
             epoch = start_epoch
-            while epoch < tc.epochs:  # tc.epochs may shrink under a time limit
+            while epoch < tc.epochs:  # tc.epochs is re-planned under a time limit
                 lr = learning_rate(epoch, config.optim, tc.epochs)
                 for group in s.optimizer.param_groups:
                     group["lr"] = lr
@@ -536,7 +539,8 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
                 improved = False
                 epochs_run += 1
                 if tc.time_limit is not None:
-                    tc = _replan_epochs(s, epoch + 1, wall_offset, time.perf_counter() - t_start, epochs_run, update)
+                    tc = _replan_epochs(s, epoch_ceiling, epoch + 1, wall_offset, time.perf_counter() - t_start,
+                                        epochs_run, update)
                 if plan.val_cases and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs):
                     per_class = _validate(s)
                     last_dice = mean_dice(per_class)

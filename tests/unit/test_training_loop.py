@@ -149,6 +149,27 @@ def test_planned_epochs_end_by_the_limit_and_never_grow():
     assert planned_epochs(1000, 3, 600, 700, 100) == 3  # over the limit: stop now
 
 
+def test_a_slow_early_epoch_does_not_shorten_a_timed_run_for_good(tmp_path):
+    # measured on Hippocampus with --time-limit 39.5: a slow third epoch cut the plan to 29 epochs, which
+    # ended at 2248 s of 2370 with room for one more; later, faster epochs must raise the count again
+    from types import SimpleNamespace
+
+    from medseg.training.distributed import DistInfo
+    from medseg.training.loop import _replan_epochs
+
+    (tmp_path / "models" / "run").mkdir(parents=True)
+    config = merge(RunConfig(), {"train": {"epochs": 29, "time_limit": 39.5, "run_name": "run",
+                                           "models_dir": str(tmp_path / "models")}})
+    s = SimpleNamespace(config=config, info=DistInfo(), device=torch.device("cpu"))
+    totals = []
+    tc = _replan_epochs(s, 1000, 28, 0.0, 28 * 77.5, 28, lambda *a, **k: totals.append(k.get("total")))
+    assert tc.epochs == 30 and totals == [30]  # 200 s left at 77.5 s an epoch: two more
+    assert load_yaml(tmp_path / "models" / "run" / "config.yaml")["train"]["epochs"] == 30
+    tc = _replan_epochs(s, 30, 29, 0.0, 29 * 80.0, 29, lambda *a, **k: None)
+    assert tc.epochs == 29  # 50 s left: stop here
+    assert _replan_epochs(s, 31, 20, 0.0, 20 * 10.0, 20, lambda *a, **k: None).epochs == 31  # never above the ceiling
+
+
 def test_a_time_limit_shortens_the_run_and_validates_its_last_epoch(data_root, tmp_path):
     # a limit far shorter than one epoch: training ends after the first, which is validated although
     # val_every is 10, and the saved configuration holds the re-planned count (so --resume follows it)
