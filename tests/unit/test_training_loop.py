@@ -141,7 +141,7 @@ def test_a_planned_patch_larger_than_every_case_resumes(tmp_path):
         train(_config(tmp_path / "data", tmp_path / "other", name="odd", data={"patch_size": [32, 32, 24]}))
 
 
-def test_planned_epochs_end_by_the_limit_and_never_grow():
+def test_planned_epochs_end_by_the_limit_below_the_ceiling():
     # 3 epochs took 300 s of a 600 s limit at 100 s each: 3 more fit
     assert planned_epochs(1000, 3, 600, 300, 100) == 6
     assert planned_epochs(1000, 3, 600, 301, 100) == 5
