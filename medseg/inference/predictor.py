@@ -245,6 +245,10 @@ class Predictor:
             raise InputError(f"a 3D image {volume.spatial_shape} given to a model trained on 2D images", volume.source)
         if volume.ndim == 2 and self.plan_dims == 3:
             raise InputError("a 2D image given to a model trained on 3D volumes", volume.source)
+        nonfinite = volume.count_nonfinite()
+        if nonfinite:  # normalization would spread them over the whole image: an empty mask, silently
+            raise InputError(f"image has {nonfinite} NaN or infinite values; replace them (e.g. with the background "
+                             "intensity) before predicting", volume.source)
 
     def predict(self, source: Volume | str | Path | Sequence[str | Path], *, probabilities: bool = False,
                 uncertainty: bool = False, series_uid: str | None = None, case: str = "") -> Prediction:

@@ -17,8 +17,9 @@ def check_image(volume: Volume, path: str | Path) -> None:
     array = volume.array
     if array.size == 0:
         raise InputError("image is empty (no voxels)", path)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InputError(f"image has {int((~np.isfinite(array)).sum())} NaN or infinite values", path)
+    nonfinite = volume.count_nonfinite()
+    if nonfinite:
+        raise InputError(f"image has {nonfinite} NaN or infinite values", path)
     if array.dtype.kind not in "fiub":
         raise InputError(f"image has an unsupported pixel type {array.dtype}", path)
     for c, channel in enumerate(array):

@@ -39,6 +39,10 @@ class Volume:
             raise ValueError(f"array must be (C, *spatial) with 2 or 3 spatial axes, got shape {self.array.shape}")
 
     # --- shape ---------------------------------------------------------------------------------
+    def count_nonfinite(self) -> int:
+        """How many voxels are NaN or infinite (always 0 for integer pixel types)."""
+        return int(np.count_nonzero(~np.isfinite(self.array))) if self.array.dtype.kind in "fc" else 0
+
     @property
     def num_channels(self) -> int:
         return int(self.array.shape[0])

@@ -97,6 +97,10 @@ def test_bad_inputs_one_line_each(work):
     two = ct.with_array(np.concatenate([ct.array, ct.array]))
     write_volume(two, work / "two.nii.gz")
     assert_one_line_error(invoke("two.nii.gz"), "two.nii.gz", "2 channel(s) but the model takes 1")
+    holes = ct.array.astype(np.float32)
+    holes[0, :3, :3, :3] = np.nan  # e.g. outside the field of view after a registration
+    write_volume(ct.with_array(holes), work / "holes.nii.gz")
+    assert_one_line_error(invoke("holes.nii.gz"), "holes.nii.gz", "27 NaN or infinite values")
     assert_one_line_error(invoke("inputs", "--format", "dicom-seg"), "DICOM-SEG output needs a DICOM series")
     assert_one_line_error(invoke("inputs", "--flips", "diagonal"), "diagonal", code=2)
     assert not (work / "predictions").exists()
