@@ -238,6 +238,8 @@ def dice_table(test: list[tuple[Path, Path]], run: Path = RUN, boundary: bool = 
         "no_tta+crf3d": dict(tta=False, crf=True, crf_config=CRFConfig(mode="3d")),
         "no_tta+crf2d": dict(tta=False, crf=True, crf_config=CRFConfig(mode="2d")),
         "flips_all+crf3d": dict(tta=True, flips="all", crf=True, crf_config=CRFConfig(mode="3d")),
+        "scales_0.75_1_1.25_x_flips_all+crf3d": dict(tta=True, scales="0.75,1,1.25", flips="all", crf=True,
+                                                     crf_config=CRFConfig(mode="3d")),
     }
     from medseg.metrics.case import evaluate_structures
 
