@@ -13,6 +13,10 @@ Writes ``benchmarks/results/predict.json`` with the machine it ran on.
 3. Dice (mean of anterior/posterior) without and with TTA (flips, scales × flips) and CRF (2D, 3D).
 4. CRF seconds per volume on the spleen crop and the 20-slice CT (noisy probabilities made from their
    label maps): medseg 3D and 2D (uncertain region only) vs pydensecrf ``DenseCRF`` on the full volume.
+
+``--run models/RUN [--source DIR]`` instead writes only the TTA/CRF table of a trained run (2D or 3D) on
+its fold's validation cases, read from the raw files of ``DIR`` (the folder it was ingested from), to
+``benchmarks/results/tta_crf_RUN.json``.
 """
 
 from __future__ import annotations
@@ -224,44 +228,66 @@ def end_to_end(test: list[tuple[Path, Path]], tmp: Path) -> dict:
 
 # --- 3. Dice with and without TTA and CRF -------------------------------------------------------------
 
-def dice_table(test: list[tuple[Path, Path]], run: Path = RUN, boundary: bool = False) -> dict:
-    """Mean Dice (and with ``boundary``: HD95 and NSD at 1 mm, means over structures and cases) of each
-    TTA / CRF configuration of ``run`` on the ``test`` cases, with seconds per volume."""
-    configs = {
-        "no_tta": dict(tta=False),
-        "no_tta_whole_image": dict(tta=False, whole_image_factor=4),
-        "flips_all_whole_image": dict(tta=True, flips="all", whole_image_factor=4),
-        "flips_inplane": dict(tta=True, flips="inplane"),
+def tta_crf_configs(spatial_dims: int = 3) -> dict[str, dict]:
+    """The TTA / CRF settings of the table: for a 2D network the flips are its two axes and the CRF is 2D."""
+    crf = CRFConfig(mode="3d" if spatial_dims == 3 else "2d")
+    suffix = "+crf3d" if spatial_dims == 3 else "+crf2d"
+    configs = {"no_tta": dict(tta=False)}
+    if spatial_dims == 3:
+        configs.update({"no_tta_whole_image": dict(tta=False, whole_image_factor=4),
+                        "flips_all_whole_image": dict(tta=True, flips="all", whole_image_factor=4),
+                        "flips_inplane": dict(tta=True, flips="inplane")})
+    configs.update({
         "flips_all": dict(tta=True, flips="all"),
         "scales_0.75_1_1.25_x_flips_all": dict(tta=True, scales="0.75,1,1.25", flips="all"),
         "scales_0.9_1_1.1_x_flips_all": dict(tta=True, scales="0.9,1,1.1", flips="all"),
-        "no_tta+crf3d": dict(tta=False, crf=True, crf_config=CRFConfig(mode="3d")),
-        "no_tta+crf2d": dict(tta=False, crf=True, crf_config=CRFConfig(mode="2d")),
-        "flips_all+crf3d": dict(tta=True, flips="all", crf=True, crf_config=CRFConfig(mode="3d")),
-        "scales_0.75_1_1.25_x_flips_all+crf3d": dict(tta=True, scales="0.75,1,1.25", flips="all", crf=True,
-                                                     crf_config=CRFConfig(mode="3d")),
-    }
+        "no_tta" + suffix: dict(tta=False, crf=True, crf_config=crf)})
+    if spatial_dims == 3:
+        configs["no_tta+crf2d"] = dict(tta=False, crf=True, crf_config=CRFConfig(mode="2d"))
+    configs.update({
+        "flips_all" + suffix: dict(tta=True, flips="all", crf=True, crf_config=crf),
+        "scales_0.75_1_1.25_x_flips_all" + suffix: dict(tta=True, scales="0.75,1,1.25", flips="all", crf=True,
+                                                        crf_config=crf)})
+    return configs
+
+
+def dice_table(test: list[tuple[Path, Path]], run: Path = RUN, boundary: bool = False,
+               labels: dict[str, int] | None = None) -> dict:
+    """Mean Dice over cases and structures, pooled Dice (over cases, as training validates; mean over
+    structures) and with ``boundary`` HD95 and NSD at 1 mm (means over structures and cases) of each
+    TTA / CRF configuration of ``run`` on the ``test`` cases, with seconds per volume. ``labels``: the
+    structures scored, ``{name: value}`` (default: Hippocampus' anterior and posterior)."""
     from medseg.metrics.case import evaluate_structures
 
+    labels = {k: v for k, v in (labels or LABELS).items() if v != 0}
     references = [read_volume(label, as_label=True) for _, label in test]
     table = {}
-    for name, options in configs.items():
+    spatial_dims = Predictor(run, device="cpu", tta=False).spatial_dims
+    for name, options in tta_crf_configs(spatial_dims).items():
         predictor = Predictor(run, device="cpu", **options)
         dices, seconds, crf_seconds, hd95, nsd = [], [], [], [], []
+        overlap = np.zeros((2, len(labels)))  # summed 2|P∩R| and |P|+|R| per structure: the pooled Dice
         for (image_path, _), ref in zip(test, references):
             prediction = predictor.predict(image_path)
-            dices.append(mean_dice(prediction.labels.array[0], ref.array[0]))
+            pred = prediction.labels.array[0]
+            dices.append(mean_dice(pred, ref.array[0], tuple(labels.values())))
+            for i, k in enumerate(labels.values()):
+                overlap[:, i] += 2 * np.sum((pred == k) & (ref.array[0] == k)), np.sum(pred == k) + np.sum(ref.array[0] == k)
             seconds.append(prediction.seconds)
             crf_seconds.append(prediction.info["crf_seconds"])
             if boundary:
                 rows = evaluate_structures(prediction.labels.array[0], ref.array[0], ref.spacing,
-                                           labels={"anterior": 1, "posterior": 2}, tolerances_mm=(1.0,))
+                                           labels=labels, tolerances_mm=(1.0,))
                 hd95 += [r.metrics["hd95"] for r in rows]
                 nsd += [r.metrics["nsd_1mm"] for r in rows]
-        table[name] = {"mean_dice": float(np.mean(dices)), "s_per_volume": statistics.median(seconds),
+        table[name] = {"mean_dice": float(np.mean(dices)),
+                       "pooled_dice": float(np.mean(overlap[0] / np.maximum(overlap[1], 1))),
+                       "s_per_volume": statistics.median(seconds),
                        "crf_s_per_volume": statistics.median(crf_seconds)}
         if boundary:
-            table[name].update(hd95_mm=float(np.nanmean(hd95)), nsd_1mm=float(np.nanmean(nsd)))
+            hd95 = np.asarray(hd95, dtype=np.float64)  # inf where one side is empty: counted apart
+            table[name].update(hd95_mm=float(np.nanmean(hd95[np.isfinite(hd95)])),
+                               hd95_undefined=int(np.isinf(hd95).sum()), nsd_1mm=float(np.nanmean(nsd)))
         print(name, table[name], flush=True)
     return table
 
@@ -367,17 +393,22 @@ def crf_cost() -> dict:
     return out
 
 
-def run_table(run: Path) -> None:
-    """The TTA/CRF table of a ``medseg train`` run on the raw files of its validation cases."""
+def run_table(run: Path, source: Path = HIPPO) -> None:
+    """The TTA/CRF table of a ``medseg train`` run on the raw files of its validation cases, found in
+    ``source`` (the folder it was ingested from) the way ingest found them."""
     from medseg.config import from_dict
+    from medseg.ingest.sources import find_cases
     from medseg.runs import checkpoint_in, load_checkpoint
 
     config = from_dict(load_checkpoint(checkpoint_in(run))["config"])
-    splits = json.loads((REPO / config.data.data_dir / config.data.name / "splits.json").read_text())
-    val = [(HIPPO / "imagesTr" / f"{c}.nii.gz", HIPPO / "labelsTr" / f"{c}.nii.gz") for c in splits[config.data.fold]["val"]]
+    dataset = REPO / config.data.data_dir / config.data.name
+    val_ids = json.loads((dataset / "splits.json").read_text())[config.data.fold]["val"]
+    cases = {c.case_id: c for c in find_cases(source).cases}
+    val = [(cases[c].images[0], cases[c].label) for c in val_ids]
+    labels = json.loads((dataset / "dataset.json").read_text())["labels"]
     result = {"benchmark": "predict --run", "machine": machine(), "run": run.name, "arch": config.model.arch,
-              "model_options": config.model.options, "validation_cases": len(val),
-              "table": dice_table(val, run, boundary=True)}
+              "model_options": config.model.options, "dataset": config.data.name, "validation_cases": len(val),
+              "table": dice_table(val, run, boundary=True, labels={k: int(v) for k, v in labels.items()})}
     out_path = REPO / "benchmarks" / "results" / f"tta_crf_{run.name}.json"
     out_path.write_text(json.dumps(result, indent=2))
     print(f"wrote {out_path}")
@@ -394,10 +425,12 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="only the TTA/CRF table (Dice, HD95, NSD 1 mm) of this trained run "
                         "on its fold's validation cases (data/NAME/splits.json), written to "
                         "benchmarks/results/tta_crf_<run name>.json")
+    parser.add_argument("--source", type=Path, default=HIPPO, help="with --run: the folder the run's dataset was "
+                        "ingested from (default: the shared Hippocampus set)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.run:
-        return run_table(args.run)
+        return run_table(args.run, args.source)
     cases = hippocampus_cases()
     train_cases, rest = cases[: args.train_cases], cases[args.train_cases:]
     test, val = rest[-args.test_cases:], rest[: 4]
