@@ -251,7 +251,7 @@ def tta_crf_configs(spatial_dims: int = 3) -> dict[str, dict]:
     return configs
 
 
-def dice_table(test: list[tuple[Path, Path]], run: Path = RUN, boundary: bool = False,
+def dice_table(test: list[tuple[Path | tuple[Path, ...], Path]], run: Path = RUN, boundary: bool = False,
                labels: dict[str, int] | None = None) -> dict:
     """Mean Dice over cases and structures, pooled Dice (over cases, as training validates; mean over
     structures) and with ``boundary`` HD95 and NSD at 1 mm (means over structures and cases) of each
@@ -404,7 +404,7 @@ def run_table(run: Path, source: Path = HIPPO) -> None:
     dataset = REPO / config.data.data_dir / config.data.name
     val_ids = json.loads((dataset / "splits.json").read_text())[config.data.fold]["val"]
     cases = {c.case_id: c for c in find_cases(source).cases}
-    val = [(cases[c].images[0], cases[c].label) for c in val_ids]
+    val = [(cases[c].images, cases[c].label) for c in val_ids]  # every channel file of the case
     labels = json.loads((dataset / "dataset.json").read_text())["labels"]
     result = {"benchmark": "predict --run", "machine": machine(), "run": run.name, "arch": config.model.arch,
               "model_options": config.model.options, "dataset": config.data.name, "validation_cases": len(val),
