@@ -258,26 +258,28 @@ def dice_table(test: list[tuple[Path | tuple[Path, ...], Path]], run: Path = RUN
     TTA / CRF configuration of ``run`` on the ``test`` cases, with seconds per volume. ``labels``: the
     structures scored, ``{name: value}`` (default: Hippocampus' anterior and posterior)."""
     from medseg.metrics.case import evaluate_structures
+    from medseg.metrics.labels import label_array
 
     labels = {k: v for k, v in (labels or LABELS).items() if v != 0}
     references = [read_volume(label, as_label=True) for _, label in test]
+    arrays = [label_array(ref) for ref in references]  # integer maps (a label file may be stored as float)
     table = {}
     spatial_dims = Predictor(run, device="cpu", tta=False).spatial_dims
     for name, options in tta_crf_configs(spatial_dims).items():
         predictor = Predictor(run, device="cpu", **options)
         dices, seconds, crf_seconds, hd95, nsd = [], [], [], [], []
         overlap = np.zeros((2, len(labels)))  # summed 2|P∩R| and |P|+|R| per structure: the pooled Dice
-        for (image_path, _), ref in zip(test, references):
+        for (image_path, _), ref, reference in zip(test, references, arrays):
             prediction = predictor.predict(image_path)
             pred = prediction.labels.array[0]
-            dices.append(mean_dice(pred, ref.array[0], tuple(labels.values())))
-            for i, k in enumerate(labels.values()):
-                overlap[:, i] += 2 * np.sum((pred == k) & (ref.array[0] == k)), np.sum(pred == k) + np.sum(ref.array[0] == k)
+            counts = np.array([[2 * np.sum((pred == k) & (reference == k)), np.sum(pred == k) + np.sum(reference == k)]
+                               for k in labels.values()], dtype=np.float64).T
+            dices.append(float(np.mean(counts[0] / np.maximum(counts[1], 1))))  # as mean_dice
+            overlap += counts
             seconds.append(prediction.seconds)
             crf_seconds.append(prediction.info["crf_seconds"])
             if boundary:
-                rows = evaluate_structures(prediction.labels.array[0], ref.array[0], ref.spacing,
-                                           labels=labels, tolerances_mm=(1.0,))
+                rows = evaluate_structures(pred, reference, ref.spacing, labels=labels, tolerances_mm=(1.0,))
                 hd95 += [r.metrics["hd95"] for r in rows]
                 nsd += [r.metrics["nsd_1mm"] for r in rows]
         table[name] = {"mean_dice": float(np.mean(dices)),
