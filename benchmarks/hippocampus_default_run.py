@@ -15,7 +15,8 @@ mean Dice 0.85 and 0.87, the best and last values within ``--minutes``, and the 
         --conditions "run alone; CPU steal 4 % (vmstat)"
 
 The run may still be going (the summary covers the epochs logged so far) or stopped by hand: a default run on
-a CPU plans 1000 epochs, about a day here.
+a CPU plans 1000 epochs, about a day here. A run made with ``--time-limit`` (the defaults with the whole
+learning-rate schedule fitted to the budget) is summarised the same way; pass ``--out`` to keep it apart.
 """
 
 from __future__ import annotations
@@ -96,10 +97,12 @@ def main() -> None:
     train, data = config["train"], config["data"]
     result = {
         "benchmark": "hippocampus_default_run: validation Dice against wall time of a run with default settings",
-        "command": f"medseg train {data['name']} --arch {config['model']['arch']} --fold {data['fold']}",
+        "command": f"medseg train {data['name']} --arch {config['model']['arch']} --fold {data['fold']}"
+                   + (f" --time-limit {train['time_limit']:g}" if train.get("time_limit") else ""),
         "plan": {"model_options": config["model"].get("options"), "patch": data.get("patch_size"),
                  "batch": data.get("batch_size"), "iterations_per_epoch": data.get("iterations_per_epoch"),
-                 "epochs": train.get("epochs"), "optim": config.get("optim"), "amp": train.get("amp")},
+                 "epochs": train.get("epochs"), "time_limit_min": train.get("time_limit"),
+                 "optim": config.get("optim"), "amp": train.get("amp")},
         "validation": "fold's validation cases, pooled Dice per structure, no TTA, as logged in log.csv",
         **summary(rows, args.minutes),
         "curve": [point(r) for r in rows],
