@@ -14,9 +14,9 @@ Writes ``benchmarks/results/predict.json`` with the machine it ran on.
 4. CRF seconds per volume on the spleen crop and the 20-slice CT (noisy probabilities made from their
    label maps): medseg 3D and 2D (uncertain region only) vs pydensecrf ``DenseCRF`` on the full volume.
 
-``--run models/RUN [--source DIR]`` instead writes only the TTA/CRF table of a trained run (2D or 3D) on
-its fold's validation cases, read from the raw files of ``DIR`` (the folder it was ingested from), to
-``benchmarks/results/tta_crf_RUN.json``.
+``--run models/RUN [--source DIR [--images SUB --labels SUB]]`` instead writes only the TTA/CRF table of a
+trained run (2D or 3D) on its fold's validation cases, read from the raw files of ``DIR`` (the folder it was
+ingested from, with ingest's ``--images``/``--labels``), to ``benchmarks/results/tta_crf_RUN.json``.
 """
 
 from __future__ import annotations
@@ -395,9 +395,10 @@ def crf_cost() -> dict:
     return out
 
 
-def run_table(run: Path, source: Path = HIPPO) -> None:
+def run_table(run: Path, source: Path = HIPPO, images: str | None = None, labels: str | None = None) -> None:
     """The TTA/CRF table of a ``medseg train`` run on the raw files of its validation cases, found in
-    ``source`` (the folder it was ingested from) the way ingest found them."""
+    ``source`` (the folder it was ingested from, with ingest's ``--images`` / ``--labels``) the way ingest
+    found them."""
     from medseg.config import from_dict
     from medseg.ingest.sources import find_cases
     from medseg.runs import checkpoint_in, load_checkpoint
@@ -405,7 +406,7 @@ def run_table(run: Path, source: Path = HIPPO) -> None:
     config = from_dict(load_checkpoint(checkpoint_in(run))["config"])
     dataset = REPO / config.data.data_dir / config.data.name
     val_ids = json.loads((dataset / "splits.json").read_text())[config.data.fold]["val"]
-    cases = {c.case_id: c for c in find_cases(source).cases}
+    cases = {c.case_id: c for c in find_cases(source, images=images, labels=labels).cases}
     val = [(cases[c].images, cases[c].label) for c in val_ids]  # every channel file of the case
     labels = json.loads((dataset / "dataset.json").read_text())["labels"]
     result = {"benchmark": "predict --run", "machine": machine(), "run": run.name, "arch": config.model.arch,
@@ -429,10 +430,12 @@ def main() -> None:
                         "benchmarks/results/tta_crf_<run name>.json")
     parser.add_argument("--source", type=Path, default=HIPPO, help="with --run: the folder the run's dataset was "
                         "ingested from (default: the shared Hippocampus set)")
+    parser.add_argument("--images", help="with --run: ingest's --images of that folder (e.g. images)")
+    parser.add_argument("--labels", help="with --run: ingest's --labels of that folder (e.g. DRIVE's 1st_manual)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.run:
-        return run_table(args.run, args.source)
+        return run_table(args.run, args.source, args.images, args.labels)
     cases = hippocampus_cases()
     train_cases, rest = cases[: args.train_cases], cases[args.train_cases:]
     test, val = rest[-args.test_cases:], rest[: 4]
