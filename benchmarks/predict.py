@@ -395,7 +395,7 @@ def crf_cost() -> dict:
     return out
 
 
-def run_table(run: Path, source: Path = HIPPO, images: str | None = None, labels: str | None = None) -> None:
+def run_table(run: Path, source: Path = HIPPO, image_dir: str | None = None, label_dir: str | None = None) -> None:
     """The TTA/CRF table of a ``medseg train`` run on the raw files of its validation cases, found in
     ``source`` (the folder it was ingested from, with ingest's ``--images`` / ``--labels``) the way ingest
     found them."""
@@ -406,7 +406,7 @@ def run_table(run: Path, source: Path = HIPPO, images: str | None = None, labels
     config = from_dict(load_checkpoint(checkpoint_in(run))["config"])
     dataset = REPO / config.data.data_dir / config.data.name
     val_ids = json.loads((dataset / "splits.json").read_text())[config.data.fold]["val"]
-    cases = {c.case_id: c for c in find_cases(source, images=images, labels=labels).cases}
+    cases = {c.case_id: c for c in find_cases(source, images=image_dir, labels=label_dir).cases}
     val = [(cases[c].images, cases[c].label) for c in val_ids]  # every channel file of the case
     labels = json.loads((dataset / "dataset.json").read_text())["labels"]
     result = {"benchmark": "predict --run", "machine": machine(), "run": run.name, "arch": config.model.arch,
