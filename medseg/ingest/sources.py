@@ -298,10 +298,13 @@ def find_cases(source: str | Path | None, *, images: str | Path | None = None, l
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         return _decathlon_cases(root)
     if (root / "images").is_dir():
-        for name in LABEL_FOLDER_NAMES:
-            if (root / name).is_dir():
-                cases, problems = _paired_cases(root / "images", root / name)
-                return SourceInfo("paired", cases, problems=problems)
+        found = [name for name in LABEL_FOLDER_NAMES if (root / name).is_dir()]
+        if len(found) > 1:  # e.g. DRIVE: mask/ (field of view) beside 1st_manual/ (vessels)
+            raise UsageError(f"{root}: several label folders ({', '.join(found)}); say which one holds the "
+                             "labels with --images images --labels FOLDER")
+        if found:
+            cases, problems = _paired_cases(root / "images", root / found[0])
+            return SourceInfo("paired", cases, problems=problems)
     raise UsageError(
         f"{root}: cannot tell the layout; use a Decathlon/nnU-Net folder (dataset.json, imagesTr, labelsTr), "
         "--images DIR --labels DIR, or --channels NAMES --label-file NAME for one folder per case")

@@ -207,6 +207,14 @@ def test_missing_label_and_unknown_layout(tmp_path):
         find_cases(tmp_path / "empty")
 
 
+def test_two_label_folders_are_not_guessed(tmp_path):
+    # DRIVE's layout: the field-of-view masks (mask/) beside the vessel labels (1st_manual/)
+    for name in ("images", "mask", "1st_manual"):
+        (tmp_path / "src" / name).mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"several label folders \(mask, 1st_manual\)"):
+        find_cases(tmp_path / "src")
+
+
 # --- labels, spacing, splits ----------------------------------------------------------------------------
 def test_labels_from_json_accepts_both_forms():
     assert labels_from_json({"0": "background", "1": "Anterior"}) == {"background": 0, "Anterior": 1}
