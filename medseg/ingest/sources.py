@@ -6,7 +6,8 @@ Layouts (:func:`find_cases` picks one):
                   nnU-Net raw). The ``training`` list of ``dataset.json`` is used when its files exist,
                   otherwise ``imagesTr`` is scanned, grouping ``CASE_0000``, ``CASE_0001``... as channels.
 ``paired``        an image folder and a label folder (``images=`` / ``labels=``; auto-detected as
-                  ``SOURCE/images`` + ``SOURCE/masks|labels``). Entries are files (NIfTI, 2D images,
+                  ``SOURCE/images`` + one of ``LABEL_FOLDER_NAMES``; with two of them, e.g. DRIVE's
+                  ``mask/`` and ``1st_manual/``, ``labels=`` must choose). Entries are files (NIfTI, 2D images,
                   NRRD/MHA, DICOM-SEG) or DICOM series folders. Labels are matched to images by stem;
                   stems that differ (DRIVE: ``21_training.tif`` ↔ ``21_manual1.gif``) are matched by the
                   longest common prefix of ``_``/``-``/``.``-separated tokens, when that best match is
