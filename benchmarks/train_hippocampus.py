@@ -25,7 +25,7 @@ order of ``--systems``:
   GB; nnunetv2 never goes into the project's .venv). Raw dataset ``Dataset004_Hippocampus`` (symlinks) and
   ``splits_final.json`` = medseg's splits under ``--work-dir``; ``nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres
   --verify_dataset_integrity`` (not counted; reused on later runs); ``nnUNetv2_train 4 3d_fullres 0 -tr
-  nnUNetTrainerMedsegBench -device cpu``. That trainer (written into the venv's ``nnunetv2/training/nnUNetTrainer/``)
+  nnUNetTrainerMedsegBench -device cpu`` (``--device``). That trainer (written into the venv's ``nnunetv2/training/nnUNetTrainer/``)
   is nnU-Net's default trainer (plan, augmentation, SGD + poly LR decay) with 50 iterations per epoch (and 10
   validation iterations: nnU-Net's 5:1 ratio), an epoch count first set to budget / (50 × ``--nnunet-sec-per-iter``)
   and then re-planned after every epoch from the measured epoch time so that training ends by the deadline
@@ -33,6 +33,10 @@ order of ``--systems``:
   the ``Pseudo dice`` lines of its training log (patch-based, on the validation cases), in seconds since
   ``nnUNetv2_train`` started. Scoring: ``nnUNetPredictor`` (the code behind ``nnUNetv2_predict``) on the raw
   validation images with its default mirroring TTA, and once more without (``--disable_tta``).
+
+Device: ``--device`` (default ``cpu``; ``cuda`` on a GPU machine) is where all three train and predict: medseg's
+``train`` and ``predict`` get it as ``--device``, the MONAI loop moves its network and batches there, nnU-Net gets
+``-device``. On CUDA medseg's planner sizes the batch for the GPU's memory; the MONAI loop keeps its recipe (fp32).
 
 Threads: every process gets ``OMP_NUM_THREADS=--threads`` (default: $OMP_NUM_THREADS, else all CPUs) and torch
 is held to that many threads (nnU-Net's CLI would otherwise take every CPU). The data workers are each
@@ -263,7 +267,8 @@ def run_medseg(args, budget_s: float, work: Path, env: dict) -> dict:
     medseg = [sys.executable, "-m", "medseg"]
     limit_min = max(budget_s - STARTUP_S, budget_s / 2) / 60
     command = [*medseg, "train", "hippocampus", "--arch", "unet3d", "--fold", str(FOLD), "--run-name", MEDSEG_RUN,
-               "--overwrite", "--time-limit", f"{limit_min:.3f}", *shlex.split(args.medseg_extra)]
+               "--overwrite", "--time-limit", f"{limit_min:.3f}", "--device", args.device,
+               *shlex.split(args.medseg_extra)]
     log = work / "medseg_train.log"
     log.write_text("")
     say("medseg: running", " ".join(command[2:]), f"for {budget_s:.0f} s (log {log})")
@@ -330,7 +335,7 @@ def run_medseg(args, budget_s: float, work: Path, env: dict) -> dict:
         pred_dir = work / ("medseg_pred" if tta else "medseg_pred_notta")
         shutil.rmtree(pred_dir, ignore_errors=True)
         seconds = run_logged([*medseg, "predict", *inputs, "-o", str(pred_dir), "--model", str(checkpoint),
-                              "--device", "cpu", "--overwrite", *([] if tta else ["--no-tta"])], plog, env=env)
+                              "--device", args.device, "--overwrite", *([] if tta else ["--no-tta"])], plog, env=env)
         scores = score_folder(pred_dir, val)
         if tta:
             result.update(scores)
@@ -368,8 +373,9 @@ def run_monai(args, budget_s: float, work: Path, env: dict) -> dict:
     dataset = CacheDataset(files, transforms, cache_rate=1.0, num_workers=0, progress=False)
     cache_s = time.perf_counter() - t_cache
     loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=0, drop_last=True)
+    device = torch.device(args.device)
     model = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(16, 32, 64, 128, 256),
-                 strides=(2, 2, 2, 2), num_res_units=2)
+                 strides=(2, 2, 2, 2), num_res_units=2).to(device)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     preprocess = Compose([LoadImage(image_only=True, reader="NibabelReader"), EnsureChannelFirst(),
@@ -386,7 +392,7 @@ def run_monai(args, budget_s: float, work: Path, env: dict) -> dict:
         x = torch.zeros((1, 1, *MONAI_ROI))
         x[(0, 0, *(slice(b, b + s) for b, s in zip(before, shape)))] = torch.as_tensor(np.asarray(image[0]))
         with torch.no_grad():
-            out = model(x).argmax(1)[0]
+            out = model(x.to(device)).argmax(1)[0].cpu()
         return out[tuple(slice(b, b + s) for b, s in zip(before, shape))].numpy().astype(np.uint8)
 
     def validate() -> tuple[float, float, float]:
@@ -411,12 +417,12 @@ def run_monai(args, budget_s: float, work: Path, env: dict) -> dict:
             if batch is None:
                 break
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch["image"]), batch["label"])
+            loss = loss_fn(model(batch["image"].to(device)), batch["label"].to(device))
             loss.backward()
             optimizer.step()
+            last_loss = loss.item()  # waits for the device: the step is timed whole
             train_s += time.perf_counter() - t
             steps += 1
-            last_loss = loss.item()
             if train_s >= next_val:
                 dice, seconds, _ = validate()
                 val_s += seconds
@@ -452,7 +458,7 @@ def run_monai(args, budget_s: float, work: Path, env: dict) -> dict:
         "samples_per_s": round(steps * 4 / train_s, 3) if train_s else None,
         "network": "monai UNet(3D, 1→3, channels 16-256, strides 2×4, num_res_units=2)",
         "recipe": "DiceCELoss(to_onehot_y, softmax), Adam 1e-3 constant, whole volumes zero-padded to 48×64×48, "
-                  "RandFlipd p=0.5 per axis, fp32, CPU",
+                  f"RandFlipd p=0.5 per axis, fp32, {device.type.upper()}",
         "time_to_dice_085_s": time_to_target(curve), "curve": rounded(curve),
         "curve_source": f"validation every ~{args.monai_val_every_s:.0f} s of training steps: the {len(val)} validation "
                         "volumes predicted whole (no TTA), mean over cases of the mean anterior/posterior Dice",
@@ -542,12 +548,12 @@ class nnUNetTrainerMedsegBench(nnUNetTrainer):
 
 PREDICT_SOURCE = r'''
 import os, sys, time, torch
-threads, model_dir, chk, src, dst, tta = sys.argv[1:7]
+threads, model_dir, chk, src, dst, tta, device = sys.argv[1:8]
 torch.set_num_threads(int(threads))
 os.makedirs(dst, exist_ok=True)
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta == "1", perform_everything_on_device=False,
-                    device=torch.device("cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+                    device=torch.device(device), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
 p.initialize_from_trained_model_folder(model_dir, (0,), checkpoint_name=chk)
 t = time.perf_counter()
 p.predict_from_files_sequential(src, dst, save_probabilities=False, overwrite=True)
@@ -555,6 +561,11 @@ print(f"medseg_bench predict_seconds {time.perf_counter() - t:.3f}")
 '''
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?): (.*)$")
+
+
+def torch_device_type(device: str) -> str:
+    """nnUNetv2_train's -device takes a type (cpu, cuda, mps), not an index."""
+    return device.split(":")[0]
 
 
 def nnunet_bin(name: str) -> Path:
@@ -668,7 +679,7 @@ def run_nnunet(args, budget_s: float, work: Path, env: dict) -> dict:
             "MEDSEG_BENCH_DEADLINE": "" if args.nnunet_fixed_epochs else str(t0_epoch + budget_s),
             "MEDSEG_BENCH_SKIP_VALIDATION": "1" if args.nnunet_skip_own_validation else "0"}
     command = [str(nnunet_bin("nnUNetv2_train")), str(NNUNET_ID), "3d_fullres", str(FOLD), "-tr", NNUNET_TRAINER,
-               "-device", "cpu"]
+               "-device", torch_device_type(args.device)]
     say(f"nnunet: {' '.join(command[1:])} for {budget_s:.0f} s (first plan: {epochs0} epochs × {iters} iterations; log {log})")
     t0 = time.perf_counter()
     stopped, train_wall, final = False, None, fold_dir / "checkpoint_final.pth"
@@ -744,7 +755,8 @@ def run_nnunet(args, budget_s: float, work: Path, env: dict) -> dict:
         pred_dir = root / ("pred" if tta else "pred_notta")
         shutil.rmtree(pred_dir, ignore_errors=True)
         seconds = run_logged([str(nnunet_bin("python")), "-c", PREDICT_SOURCE, str(args.threads), str(out_dir),
-                              checkpoint, str(val_dir), str(pred_dir), "1" if tta else "0"], log, env=nenv)
+                              checkpoint, str(val_dir), str(pred_dir), "1" if tta else "0", args.device],
+                             log, env=nenv)
         scores = score_folder(pred_dir, val)
         if tta:
             result.update(scores)
@@ -770,6 +782,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT, help=f"results JSON (default {OUT.relative_to(REPO)})")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "medseg_bench_hippocampus",
                         help="predictions, logs and nnU-Net's folders")
+    parser.add_argument("--device", default="cpu",
+                        help="where all three train and predict: cpu (default) or cuda; the MONAI loop stays fp32")
     parser.add_argument("--threads", type=int,
                         default=int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1),
                         help="OMP_NUM_THREADS / torch threads of every system (default $OMP_NUM_THREADS, else CPUs)")
@@ -816,7 +830,8 @@ def main() -> None:
     header = {
         "benchmark": "train_hippocampus: medseg vs nnU-Net v2 vs plain MONAI, same fold-0 cases, same wall-clock "
                      "budget, one after another, scored with one function on the raw validation images",
-        "machine": machine(), "budget_minutes": args.minutes, "threads": args.threads, "fold": FOLD,
+        "machine": machine(), "device": args.device, "budget_minutes": args.minutes, "threads": args.threads,
+        "fold": FOLD,
         "train_cases": len(train), "val_cases": len(val), "val_cases_scored": len(scored_cases(args)),
         "target_dice": TARGET,
         "score": "per case Dice of label 1 (anterior) and 2 (posterior) between the prediction and labelsTr in the "
