@@ -29,7 +29,8 @@ from medseg.runs import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_
 from medseg.training import distributed
 from medseg.training.curves import log_columns, plot_curves, read_log, write_log
 from medseg.training.data import DatasetFolder, PatchBatches, make_loader, open_dataset
-from medseg.training.device import bf16_supported, choose_amp_dtype, device_memory_bytes, needs_grad_scaler, resolve_device
+from medseg.training.device import (amp_label, bf16_supported, choose_amp_dtype, device_memory_bytes, needs_grad_scaler,
+                                    resolve_device)
 from medseg.training.planner import plan_patch_and_batch, plan_width, round_up
 
 RUN_FILES = ("config.yaml", CHECKPOINT_LAST, CHECKPOINT_BEST, "log.csv", "curves.png")
@@ -287,8 +288,6 @@ class _Session:
 
 
 def _describe(s: _Session) -> None:
-    import torch
-
     config, plan, ds = s.config, s.plan, s.ds
     data, optim, aug, tc = config.data, config.optim, config.augment, config.train
     _say(s.info, f"dataset {ds.name}: {len(plan.train_cases)} training / {len(plan.val_cases)} validation cases "
@@ -303,7 +302,7 @@ def _describe(s: _Session) -> None:
     _say(s.info, f"effective batch {s.effective_batch} ({data.batch_size} × {s.info.world_size} process"
                  f"{'es' if s.info.world_size > 1 else ''}); lr {optim.lr:g} ({optim.optimizer}, {optim.schedule} "
                  f"schedule, not scaled with the batch); loss {config.loss.name}; activation {config.model.activation}")
-    amp_name = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16 + gradient scaling"}[s.amp_dtype]
+    amp_name = amp_label(s.device.type, s.amp_dtype, bf16_supported(s.device))
     _say(s.info, f"device {s.device}, mixed precision {amp_name}, {data.workers} loader worker(s) per process, "
                  f"augmentation {'on (' + aug.where + ')' if aug.enabled else 'off'}")
 

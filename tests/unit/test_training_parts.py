@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from medseg.config import RunConfig, merge
 from medseg.errors import ConfigError
-from medseg.training.device import choose_amp_dtype, needs_grad_scaler, resolve_device
+from medseg.training.device import amp_label, choose_amp_dtype, needs_grad_scaler, resolve_device
 from medseg.training.losses import (compute_loss, deep_supervision_weights, dice_ce_loss, edge_bce_iou_loss,
                                     edge_weights)
 from medseg.models import count_macs
@@ -110,6 +110,14 @@ def test_grad_scaler_only_for_fp16_and_impossible_modes_are_errors():
         choose_amp_dtype("cpu", False, "fp16")
     with pytest.raises(ConfigError, match="bfloat16"):
         choose_amp_dtype("cuda", False, "bf16")
+
+
+def test_printed_precision_warns_only_for_emulated_cpu_bf16():
+    assert amp_label("cpu", None, False) == "off"
+    assert amp_label("cpu", torch.bfloat16, True) == "bf16"
+    assert amp_label("cuda", torch.bfloat16, True) == "bf16"
+    assert amp_label("cuda", torch.float16, False) == "fp16 + gradient scaling"
+    assert "emulated" in amp_label("cpu", torch.bfloat16, False)
 
 
 def test_device_auto_and_cpu():
