@@ -22,9 +22,13 @@ def machine() -> dict:
     (other work on the machine inflates absolute times; ratios measured in one run are what to quote)."""
     import torch
 
+    from medseg.training.device import bf16_supported
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": bf16_supported(torch.device("cpu")),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "device": gpu or "cpu", "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
