@@ -61,6 +61,9 @@ class OptimConfig:
     step_every: Union[int, None] = None  # step schedule: epochs between decays (None: a quarter of training)
     step_gamma: float = 0.1
     grad_clip: Union[float, None] = None  # max gradient norm; 0 disables
+    # decay of the moving average of the weights that are validated, saved and predicted (0: the last
+    # weights themselves); see medseg.training.ema
+    ema_decay: Union[float, None] = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,9 @@ def _check(config: RunConfig, source: str | None) -> RunConfig:
         raise ConfigError(f"data.workers: must be 0 or more, got {config.data.workers}", source)
     if not 0.0 <= config.data.foreground_fraction <= 1.0:
         raise ConfigError("data.foreground_fraction: must be between 0 and 1", source)
+    if config.optim.ema_decay is not None and not 0.0 <= config.optim.ema_decay < 1.0:
+        raise ConfigError(f"optim.ema_decay: must be at least 0 and below 1 (0: no averaging), got "
+                          f"{config.optim.ema_decay}", source)
     return config
 
 

@@ -8,7 +8,10 @@ A run folder ``models/RUN/`` holds ``config.yaml``, ``checkpoint_last.pt``, ``ch
 ``medseg_version``  str
 ``arch``            registry name; ``model_options`` dict passed to ``create_model``
 ``in_channels``, ``num_classes``  ints
-``model``           the model's state dict
+``model``           the model's state dict: the weights to predict with (the moving average of the trained
+                    weights when ``optim.ema_decay`` is set, see ``medseg.training.ema``)
+``training_model``, ``ema_updates``  the trained weights and the average's update count (training only;
+                    present when the weights are averaged)
 ``optimizer``, ``scheduler``, ``scaler``  state dicts (training only; may be absent)
 ``epoch``           int, the number of finished epochs
 ``config``          the resolved run configuration as a plain dict

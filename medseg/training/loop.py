@@ -31,6 +31,7 @@ from medseg.training.curves import log_columns, plot_curves, read_log, write_log
 from medseg.training.data import DatasetFolder, PatchBatches, make_loader, open_dataset
 from medseg.training.device import (amp_label, bf16_supported, choose_amp_dtype, device_memory_bytes, needs_grad_scaler,
                                     resolve_device)
+from medseg.training.ema import WeightAverage
 from medseg.training.planner import plan_patch_and_batch, plan_width, round_up
 
 RUN_FILES = ("config.yaml", CHECKPOINT_LAST, CHECKPOINT_BEST, "log.csv", "curves.png")
@@ -280,11 +281,17 @@ class _Session:
     scaler: Any
     amp_dtype: Any
     memory_format: Any  # torch.memory_format of the network and its inputs, or None (the default layout)
+    average: Any = None  # WeightAverage of the model's weights, or None (optim.ema_decay 0)
     nonfinite_steps: int = 0  # consecutive steps with NaN/infinite gradients (skipped)
 
     @property
     def effective_batch(self) -> int:
         return self.config.data.batch_size * self.info.world_size
+
+    @property
+    def final_model(self):
+        """The weights that are validated, saved as ``model`` and predicted: the average when there is one."""
+        return self.average.module if self.average is not None else self.model
 
 
 def _describe(s: _Session) -> None:
@@ -299,9 +306,11 @@ def _describe(s: _Session) -> None:
     _say(s.info, f"network {config.model.arch} ({plan.network_dims}D, {params / 1e6:.2f} M parameters{width}) on {how}: "
                  f"patch {_side(data.patch_size)}, batch {data.batch_size} per process, {data.iterations_per_epoch} "
                  f"iterations per epoch, {tc.epochs} epochs")
+    average = f"; validated and saved: a moving average of the weights (decay {optim.ema_decay:g})" if s.average else ""
     _say(s.info, f"effective batch {s.effective_batch} ({data.batch_size} × {s.info.world_size} process"
                  f"{'es' if s.info.world_size > 1 else ''}); lr {optim.lr:g} ({optim.optimizer}, {optim.schedule} "
-                 f"schedule, not scaled with the batch); loss {config.loss.name}; activation {config.model.activation}")
+                 f"schedule, not scaled with the batch); loss {config.loss.name}; activation {config.model.activation}"
+                 + average)
     amp_name = amp_label(s.device.type, s.amp_dtype, bf16_supported(s.device))
     _say(s.info, f"device {s.device}, mixed precision {amp_name}, {data.workers} loader worker(s) per process, "
                  f"augmentation {'on (' + aug.where + ')' if aug.enabled else 'off'}")
@@ -326,7 +335,8 @@ def _build(config: RunConfig, plan: RunPlan, ds: DatasetFolder, device, info: di
     amp_dtype = choose_amp_dtype(device.type, bf16_supported(device), config.train.amp)
     optimizer = make_optimizer(model.parameters(), config.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(amp_dtype))
-    return _Session(config, plan, ds, device, info, model, model, optimizer, scaler, amp_dtype, memory_format)
+    average = WeightAverage(model, config.optim.ema_decay) if config.optim.ema_decay else None
+    return _Session(config, plan, ds, device, info, model, model, optimizer, scaler, amp_dtype, memory_format, average)
 
 
 def _wrap(s: _Session) -> None:
@@ -387,6 +397,8 @@ def _train_epoch(s: _Session, batch_iter, epoch: int, update) -> dict[str, float
         if finite or s.scaler.is_enabled():  # a gradient scaler skips non-finite steps itself (and lowers its scale)
             s.scaler.step(s.optimizer)
         s.scaler.update()
+        if finite and s.average is not None:
+            s.average.update()
         s.nonfinite_steps = 0 if finite else s.nonfinite_steps + 1
         if s.nonfinite_steps >= MAX_NONFINITE_STEPS:
             raise TrainingError(f"training diverged in epoch {epoch + 1}: the gradients were NaN or infinite in "
@@ -400,6 +412,8 @@ def _train_epoch(s: _Session, batch_iter, epoch: int, update) -> dict[str, float
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t_epoch
     distributed.broadcast_buffers(s.model, s.info)  # batch-norm statistics: rank 0's everywhere
+    if s.average is not None:
+        distributed.broadcast_buffers(s.average.module, s.info)
     train_loss, wait_fraction = distributed.all_mean([loss_sum / steps if steps else math.nan, waited / seconds],
                                                      s.info, device)
     return {"train_loss": train_loss, "samples_per_s": data.iterations_per_epoch * s.effective_batch / seconds,
@@ -410,7 +424,7 @@ def _validate(s: _Session) -> list[float]:
     """Per-class Dice of the validation cases (shared out over the ranks)."""
     from medseg.training.validation import dice_from_counts, validate
 
-    counts = validate(s.model, s.plan.val_cases, s.config.data.patch_size, s.device, s.config.model.activation,
+    counts = validate(s.final_model, s.plan.val_cases, s.config.data.patch_size, s.device, s.config.model.activation,
                       s.plan.network_dims, s.ds.num_classes, batch_size=s.config.data.batch_size,
                       amp=s.amp_dtype is not None, rank=s.info.rank, world_size=s.info.world_size)
     return dice_from_counts(distributed.all_sum(counts, s.info).cpu())
@@ -426,10 +440,11 @@ def _checkpoint(s: _Session, epoch: int, best_dice: float, last_dice: float) -> 
         "in_channels": s.ds.num_channels, "num_classes": plan.out_channels, "labels": s.ds.labels, "plan": s.ds.plan,
         "spatial_dims": plan.network_dims, "patch_size": list(config.data.patch_size),
         "activation": config.model.activation, "dataset": s.ds.name, "fold": config.data.fold,
-        "config": to_dict(config), "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "config": to_dict(config), "model": s.final_model.state_dict(), "optimizer": s.optimizer.state_dict(),
         "scheduler": {"schedule": config.optim.schedule, "epoch": epoch}, "scaler": s.scaler.state_dict(),
         "epoch": epoch, "rng": rng_state(), "best_dice": best_dice if best_dice > -math.inf else math.nan,
         "val_dice": last_dice,
+        **({"training_model": s.model.state_dict(), "ema_updates": s.average.updates} if s.average else {}),
     }
 
 
@@ -490,7 +505,10 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
     tc, run_dir = config.train, config.run_dir
     start_epoch, best_dice, wall_offset, rows = 0, -math.inf, 0.0, []
     if checkpoint is not None:
-        s.model.load_state_dict(checkpoint["model"])
+        s.model.load_state_dict(checkpoint.get("training_model", checkpoint["model"]))
+        if s.average is not None:  # a run that had no average starts one from its last weights
+            s.average.module.load_state_dict(checkpoint["model"])
+            s.average.updates = int(checkpoint.get("ema_updates", 0))
         s.optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("scaler"):
             s.scaler.load_state_dict(checkpoint["scaler"])
@@ -505,11 +523,11 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
         _say(info, f"the run has used its time limit of {tc.time_limit:g} minutes; pass a larger --time-limit to "
                    "continue")
         best = best_dice if best_dice > -math.inf else math.nan
-        return TrainResult(run_dir, start_epoch, best, math.nan, distributed.state_hash(s.model), config)
+        return TrainResult(run_dir, start_epoch, best, math.nan, distributed.state_hash(s.final_model), config)
     if start_epoch >= tc.epochs:
         _say(info, f"the run has finished its {tc.epochs} epochs; pass a larger --epochs to continue")
         best = best_dice if best_dice > -math.inf else math.nan
-        return TrainResult(run_dir, start_epoch, best, math.nan, distributed.state_hash(s.model), config)
+        return TrainResult(run_dir, start_epoch, best, math.nan, distributed.state_hash(s.final_model), config)
     _wrap(s)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -562,7 +580,7 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
     finally:
         del batch_iter, loader  # stops the loader's worker processes
 
-    weights = distributed.state_hash(s.model)
+    weights = distributed.state_hash(s.final_model)
     if info.enabled:
         progress.info(f"rank {info.rank}/{info.world_size}: final weights sha256 {weights}")
     best = best_dice if best_dice > -math.inf else math.nan

@@ -57,6 +57,7 @@ def test_run_name_default():
         ({"optim": {"schedule": "linear"}}, "optim.schedule: 'linear' is not one of"),
         ({"augment": {"scale_range": [0.7]}}, "augment.scale_range: expected a list of 2"),
         ({"train": {"seed": True}}, "train.seed: expected an integer"),
+        ({"optim": {"ema_decay": 1}}, "optim.ema_decay: must be at least 0 and below 1"),
     ],
 )
 def test_bad_values_name_the_key(values, fragment):

@@ -119,8 +119,34 @@ def test_resume_matches_an_uninterrupted_run(data_root, tmp_path, workers):
     resumed = train(interrupted, resume=True)
     assert resumed.epochs_done == 2
     assert _same_weights(_weights(straight.run_dir), _weights(resumed.run_dir))
+    a, b = (load_checkpoint(r.run_dir / "checkpoint_last.pt") for r in (straight, resumed))
+    assert _same_weights(a["training_model"], b["training_model"])  # the averaged and the trained weights
+    assert a["ema_updates"] == b["ema_updates"] == 4
     assert straight.weights_sha256 == resumed.weights_sha256
     assert [r["epoch"] for r in read_log(resumed.run_dir / "log.csv")] == ["1", "2"]
+
+
+def test_the_weight_average_is_validated_and_saved_and_can_be_turned_off(data_root, tmp_path):
+    from medseg.models import create_model
+    from medseg.training.data import open_dataset
+    from medseg.training.validation import dice_from_counts, mean_dice, validate
+
+    averaged = train(_config(data_root, tmp_path / "a", train={"epochs": 2, "val_every": 1, "amp": "off"}))
+    ckpt = load_checkpoint(averaged.run_dir / "checkpoint_last.pt")
+    assert ckpt["config"]["optim"]["ema_decay"] == 0.999 and ckpt["ema_updates"] == 4  # 2 epochs × 2 steps
+    assert not _same_weights(ckpt["model"], ckpt["training_model"])
+    # the logged Dice is the saved weights' Dice: re-validate them
+    ds = open_dataset(data_root, "ph3d")
+    model = create_model(ckpt["arch"], ckpt["in_channels"], ckpt["num_classes"], **ckpt["model_options"])
+    model.load_state_dict(ckpt["model"])
+    _, val = ds.fold_cases(0)
+    counts = validate(model, val, (16, 16, 16), torch.device("cpu"), "softmax", 3, ds.num_classes, batch_size=2)
+    logged = float(read_log(averaged.run_dir / "log.csv")[-1]["val_dice"])
+    assert mean_dice(dice_from_counts(counts)) == pytest.approx(logged, abs=2e-3)
+
+    plain = train(_config(data_root, tmp_path / "b", optim={"ema_decay": 0}))
+    ckpt = load_checkpoint(plain.run_dir / "checkpoint_last.pt")
+    assert "training_model" not in ckpt and "ema_updates" not in ckpt
 
 
 def test_a_planned_patch_larger_than_every_case_resumes(tmp_path):

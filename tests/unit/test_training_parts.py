@@ -266,3 +266,28 @@ def test_dice_counts_by_hand():
     dice = dice_from_counts(counts)
     assert dice[0] == pytest.approx(4 / 6) and dice[1] == 1.0 and math.isnan(dice[2])
     assert mean_dice(dice) == pytest.approx((4 / 6 + 1) / 2)  # an absent class is left out
+
+
+def test_the_weight_average_follows_its_decay_and_copies_integer_buffers():
+    from medseg.training.ema import WeightAverage, ema_decay
+
+    assert ema_decay(0.999, 1) == pytest.approx(2 / 11) and ema_decay(0.999, 10**6) == 0.999
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2))
+    average = WeightAverage(net, 0.5)
+    assert all(not p.requires_grad for p in average.module.parameters()) and not average.module.training
+    start = net[0].weight.detach().clone()
+    expected = start.clone()
+    for step in range(1, 4):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+        net(torch.randn(2, 1, 5, 5, 5))  # moves the batch-norm statistics
+        average.update()
+        d = ema_decay(0.5, step)
+        expected = d * expected + (1 - d) * net[0].weight.detach()
+    assert average.updates == 3
+    assert torch.allclose(average.module[0].weight, expected)
+    assert not torch.allclose(average.module[0].weight, net[0].weight)  # an average, not a copy
+    assert int(average.module[1].num_batches_tracked) == 3  # copied
+    assert not torch.equal(average.module[1].running_mean, net[1].running_mean)  # averaged
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(net, 1.0)
