@@ -26,10 +26,10 @@ def ema_decay(decay: float, updates: int) -> float:
 class WeightAverage:
     """The moving average of ``model``'s weights, held in a copy of ``model`` (``module``, in eval mode)."""
 
-    def __init__(self, model, decay: float, updates: int = 0):
+    def __init__(self, model, decay: float):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"the weight-average decay must be between 0 and 1, not {decay}")
-        self.decay, self.updates = float(decay), int(updates)
+        self.decay, self.updates = float(decay), 0
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

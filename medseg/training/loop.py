@@ -1,12 +1,14 @@
 """The training loop: ``train(config)`` reads ``data/NAME/`` and writes ``models/RUN/``.
 
 Top to bottom: plan the run (patch, batch, recipe), build the network, optimizer and loader, then per
-epoch: set the learning rate, run ``iterations_per_epoch`` steps (autocast, gradient scaling, clipping),
-validate every ``val_every`` epochs (and after the last), save ``checkpoint_last.pt`` (and
-``checkpoint_best.pt`` when the validation Dice improves), append to ``log.csv`` and redraw ``curves.png``.
+epoch: set the learning rate, run ``iterations_per_epoch`` steps (autocast, gradient scaling, clipping,
+the moving average of the weights), validate (the average, when there is one) every ``val_every``
+epochs (and after the last), save ``checkpoint_last.pt`` (and ``checkpoint_best.pt`` when the
+validation Dice improves), append to ``log.csv`` and redraw ``curves.png``.
 
-Resume is exact: the checkpoint holds the model, optimizer, scaler, epoch and the global random states,
-and every batch's randomness is a function of ``(seed, rank, epoch, iteration)`` (see ``training.data``).
+Resume is exact: the checkpoint holds the model (and its average), optimizer, scaler, epoch and the
+global random states, and every batch's randomness is a function of ``(seed, rank, epoch, iteration)``
+(see ``training.data``).
 """
 
 from __future__ import annotations
