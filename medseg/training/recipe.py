@@ -8,7 +8,8 @@ family     architectures               defaults
 unet       unet, unet3d, vnet         SGD Nesterov, momentum 0.99, lr 1e-2, weight decay 3e-5, poly decay
                                       (exponent 0.9), gradient clipping 12, Dice + CE, 1000 epochs (nnU-Net);
                                       a network the planner narrowed for a CPU: Adam lr 1e-3 instead of SGD;
-                                      a moving average of the weights (decay 0.999) is validated and saved
+                                      3D networks: a moving average of the weights (decay 0.999) is
+                                      validated and saved
 unext      unext                      Adam lr 1e-3, weight decay 1e-4, cosine to 1e-5, Dice + CE, 100 epochs
 cm_mlp     cm_mlp                     Adam lr 1e-4, lr × 0.1 every quarter of training, gradient clipping
                                       0.5, edge-weighted BCE + IoU on a sigmoid map (binary data) with
@@ -83,6 +84,11 @@ def resolve_recipe(config: RunConfig, *, num_train_cases: int, data_dims: int, n
     family = FAMILIES[family_of(config.model.arch)]
     defaults = family.get("narrow_optim", family["optim"]) if narrowed else family["optim"]
     optim = {k: (v if getattr(config.optim, k) is None else getattr(config.optim, k)) for k, v in defaults.items()}
+    if network_dims == 2 and config.optim.ema_decay is None:
+        # measured to help 3D networks only: Hippocampus's unet3d average was ahead of its last weights in 11
+        # of 12 epochs (by up to 0.06 Dice); on Kvasir a 2D U-Net's average trailed them (0.37 against 0.44
+        # after 4 epochs of the same steps)
+        optim["ema_decay"] = 0.0
     epochs = config.train.epochs or family["epochs"]
     if optim["schedule"] == "step" and config.optim.step_every is None:
         optim["step_every"] = max(1, epochs // 4)

@@ -134,10 +134,18 @@ def test_device_auto_and_cpu():
 # --- recipes and schedules ---------------------------------------------------------------------
 
 
-def _resolved(arch: str, num_classes: int = 2, data_dims: int = 3, **overrides):
+def _resolved(arch: str, num_classes: int = 2, data_dims: int = 3, network_dims: int = 3, **overrides):
     config = merge(RunConfig(), {"data": {"name": "d"}, "model": {"arch": arch}}, overrides)
-    return resolve_recipe(config, num_train_cases=10, data_dims=data_dims, network_dims=3, num_classes=num_classes,
-                          patch_size=(32, 32, 32), batch_size=2)
+    return resolve_recipe(config, num_train_cases=10, data_dims=data_dims, network_dims=network_dims,
+                          num_classes=num_classes, patch_size=(32, 32, 32), batch_size=2)
+
+
+def test_the_weight_average_is_a_default_of_3d_u_net_family_networks_only():
+    assert _resolved("unet3d").optim.ema_decay == _resolved("vnet").optim.ema_decay == 0.999
+    assert _resolved("unet", data_dims=2, network_dims=2).optim.ema_decay == 0.0
+    assert _resolved("unext", data_dims=2, network_dims=2).optim.ema_decay == 0.0
+    assert _resolved("unet", data_dims=2, network_dims=2, optim={"ema_decay": 0.99}).optim.ema_decay == 0.99
+    assert _resolved("unet3d", optim={"ema_decay": 0}).optim.ema_decay == 0.0
 
 
 def _resolved_big_val():
