@@ -33,13 +33,9 @@ class WeightAverage:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self._pair(model)
-
-    def _pair(self, model) -> None:
+        # a deep copy: the same tensors in the same order
         ours = list(self.module.parameters()) + list(self.module.buffers())
         theirs = list(model.parameters()) + list(model.buffers())
-        if len(ours) != len(theirs) or any(a.shape != b.shape for a, b in zip(ours, theirs)):
-            raise ValueError("the weight average and the network have different tensors")
         floats = [(a, b) for a, b in zip(ours, theirs) if a.is_floating_point()]
         self._avg, self._src = [a for a, _ in floats], [b.detach() for _, b in floats]  # views: see every step
         self._copies = [(a, b) for a, b in zip(ours, theirs) if not a.is_floating_point()]
