@@ -10,12 +10,14 @@ Writes ``benchmarks/results/predict.json`` with the machine it ran on.
    cases, same model, same number of TTA passes, in the same run, interleaved:
    medseg ``Predictor`` vs MONAI (LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd,
    NormalizeIntensityd, ``sliding_window_inference`` per flip, Invertd, AsDiscreted, SaveImaged).
-3. Dice (mean of anterior/posterior) without and with TTA (flips, scales × flips) and CRF (2D, 3D).
+3. Dice (mean of anterior/posterior) without and with TTA (flips, scales × flips), CRF (2D, 3D) and the
+   largest-component filter (`--keep-largest`).
 4. CRF seconds per volume on the spleen crop and the 20-slice CT (noisy probabilities made from their
    label maps): medseg 3D and 2D (uncertain region only) vs pydensecrf ``DenseCRF`` on the full volume.
 
 ``--run models/RUN [--source DIR [--images SUB --labels SUB]]`` instead writes only the TTA/CRF table of a
-trained run (2D or 3D) on its fold's validation cases, read from the raw files of ``DIR`` (the folder it was
+trained run (2D or 3D; ``--run models/RUN/checkpoint_last.pt`` for a checkpoint other than the best, ``--configs`` for
+a subset of the settings) on its fold's validation cases, read from the raw files of ``DIR`` (the folder it was
 ingested from, with ingest's ``--images``/``--labels``), to ``benchmarks/results/tta_crf_RUN.json``.
 """
 
@@ -247,16 +249,19 @@ def tta_crf_configs(spatial_dims: int = 3) -> dict[str, dict]:
     configs.update({
         "flips_all" + suffix: dict(tta=True, flips="all", crf=True, crf_config=crf),
         "scales_0.75_1_1.25_x_flips_all" + suffix: dict(tta=True, scales="0.75,1,1.25", flips="all", crf=True,
-                                                        crf_config=crf)})
+                                                        crf_config=crf),
+        "no_tta+largest": dict(tta=False, keep_largest=True),  # --keep-largest
+        "flips_all+largest": dict(tta=True, flips="all", keep_largest=True)})
     return configs
 
 
 def dice_table(test: list[tuple[Path | tuple[Path, ...], Path]], run: Path = RUN, boundary: bool = False,
-               labels: dict[str, int] | None = None) -> dict:
+               labels: dict[str, int] | None = None, only: list[str] | None = None) -> dict:
     """Mean Dice over cases and structures, pooled Dice (over cases, as training validates; mean over
     structures) and with ``boundary`` HD95 and NSD at 1 mm (means over structures and cases) of each
     TTA / CRF configuration of ``run`` on the ``test`` cases, with seconds per volume. ``labels``: the
-    structures scored, ``{name: value}`` (default: Hippocampus' anterior and posterior)."""
+    structures scored, ``{name: value}`` (default: Hippocampus' anterior and posterior); ``only``: the
+    configurations to run (default: all)."""
     from medseg.metrics.case import evaluate_structures
     from medseg.metrics.labels import label_array
 
@@ -266,6 +271,8 @@ def dice_table(test: list[tuple[Path | tuple[Path, ...], Path]], run: Path = RUN
     table = {}
     spatial_dims = Predictor(run, device="cpu", tta=False).spatial_dims
     for name, options in tta_crf_configs(spatial_dims).items():
+        if only and name not in only:
+            continue
         predictor = Predictor(run, device="cpu", **options)
         dices, seconds, crf_seconds, hd95, nsd = [], [], [], [], []
         overlap = np.zeros((2, len(labels)))  # summed 2|P∩R| and |P|+|R| per structure: the pooled Dice
@@ -395,10 +402,11 @@ def crf_cost() -> dict:
     return out
 
 
-def run_table(run: Path, source: Path = HIPPO, image_dir: str | None = None, label_dir: str | None = None) -> None:
-    """The TTA/CRF table of a ``medseg train`` run on the raw files of its validation cases, found in
-    ``source`` (the folder it was ingested from, with ingest's ``--images`` / ``--labels``) the way ingest
-    found them."""
+def run_table(run: Path, source: Path = HIPPO, image_dir: str | None = None, label_dir: str | None = None,
+              only: list[str] | None = None) -> None:
+    """The TTA/CRF table of a ``medseg train`` run (its best checkpoint, or the checkpoint file given) on the
+    raw files of its validation cases, found in ``source`` (the folder it was ingested from, with ingest's
+    ``--images`` / ``--labels``) the way ingest found them."""
     from medseg.config import from_dict
     from medseg.ingest.sources import find_cases
     from medseg.runs import checkpoint_in, load_checkpoint
@@ -409,10 +417,12 @@ def run_table(run: Path, source: Path = HIPPO, image_dir: str | None = None, lab
     cases = {c.case_id: c for c in find_cases(source, images=image_dir, labels=label_dir).cases}
     val = [(cases[c].images, cases[c].label) for c in val_ids]  # every channel file of the case
     labels = json.loads((dataset / "dataset.json").read_text())["labels"]
-    result = {"benchmark": "predict --run", "machine": machine(), "run": run.name, "arch": config.model.arch,
-              "model_options": config.model.options, "dataset": config.data.name, "validation_cases": len(val),
-              "table": dice_table(val, run, boundary=True, labels={k: int(v) for k, v in labels.items()})}
-    out_path = REPO / "benchmarks" / "results" / f"tta_crf_{run.name}.json"
+    name = f"{run.parent.name}_{run.stem}" if run.is_file() else run.name
+    result = {"benchmark": "predict --run", "machine": machine(), "run": name, "arch": config.model.arch,
+              "checkpoint": checkpoint_in(run).name, "model_options": config.model.options,
+              "dataset": config.data.name, "validation_cases": len(val),
+              "table": dice_table(val, run, boundary=True, labels={k: int(v) for k, v in labels.items()}, only=only)}
+    out_path = REPO / "benchmarks" / "results" / f"tta_crf_{name}.json"
     out_path.write_text(json.dumps(result, indent=2))
     print(f"wrote {out_path}")
 
@@ -426,8 +436,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["e2e", "dice", "grid", "crf"])
     parser.add_argument("--run", type=Path, help="only the TTA/CRF table (Dice, HD95, NSD 1 mm) of this trained run "
-                        "on its fold's validation cases (data/NAME/splits.json), written to "
-                        "benchmarks/results/tta_crf_<run name>.json")
+                        "(its best checkpoint, or a checkpoint file of it) on its fold's validation cases "
+                        "(data/NAME/splits.json), written to benchmarks/results/tta_crf_<run name>.json")
+    parser.add_argument("--configs", help="with --run: a comma-separated subset of the table's settings "
+                        "(e.g. no_tta,flips_all,flips_all+largest)")
     parser.add_argument("--source", type=Path, default=HIPPO, help="with --run: the folder the run's dataset was "
                         "ingested from (default: the shared Hippocampus set)")
     parser.add_argument("--images", help="with --run: ingest's --images of that folder (e.g. images)")
@@ -435,7 +447,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.run:
-        return run_table(args.run, args.source, args.images, args.labels)
+        return run_table(args.run, args.source, args.images, args.labels,
+                         args.configs.split(",") if args.configs else None)
     cases = hippocampus_cases()
     train_cases, rest = cases[: args.train_cases], cases[args.train_cases:]
     test, val = rest[-args.test_cases:], rest[: 4]
