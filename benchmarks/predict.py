@@ -447,8 +447,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.run:
-        return run_table(args.run, args.source, args.images, args.labels,
-                         args.configs.split(",") if args.configs else None)
+        only = args.configs.split(",") if args.configs else None
+        unknown = sorted(set(only or ()) - set(tta_crf_configs(3)) - set(tta_crf_configs(2)))
+        if unknown:
+            parser.error(f"--configs: unknown setting(s) {', '.join(unknown)}")
+        return run_table(args.run, args.source, args.images, args.labels, only)
     cases = hippocampus_cases()
     train_cases, rest = cases[: args.train_cases], cases[args.train_cases:]
     test, val = rest[-args.test_cases:], rest[: 4]
