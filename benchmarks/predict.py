@@ -411,7 +411,8 @@ def run_table(run: Path, source: Path = HIPPO, image_dir: str | None = None, lab
     from medseg.ingest.sources import find_cases
     from medseg.runs import checkpoint_in, load_checkpoint
 
-    config = from_dict(load_checkpoint(checkpoint_in(run))["config"])
+    checkpoint = checkpoint_in(run)
+    config = from_dict(load_checkpoint(checkpoint)["config"])
     dataset = REPO / config.data.data_dir / config.data.name
     val_ids = json.loads((dataset / "splits.json").read_text())[config.data.fold]["val"]
     cases = {c.case_id: c for c in find_cases(source, images=image_dir, labels=label_dir).cases}
@@ -419,7 +420,7 @@ def run_table(run: Path, source: Path = HIPPO, image_dir: str | None = None, lab
     labels = json.loads((dataset / "dataset.json").read_text())["labels"]
     name = f"{run.parent.name}_{run.stem}" if run.is_file() else run.name
     result = {"benchmark": "predict --run", "machine": machine(), "run": name, "arch": config.model.arch,
-              "checkpoint": checkpoint_in(run).name, "model_options": config.model.options,
+              "checkpoint": checkpoint.name, "model_options": config.model.options,
               "dataset": config.data.name, "validation_cases": len(val),
               "table": dice_table(val, run, boundary=True, labels={k: int(v) for k, v in labels.items()}, only=only)}
     out_path = REPO / "benchmarks" / "results" / f"tta_crf_{name}.json"
