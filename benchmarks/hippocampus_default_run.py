@@ -91,13 +91,15 @@ def main() -> None:
                         help="a `medseg evaluate` JSON report of this run's predictions, e.g. tta=/tmp/r.json "
                              "(its per-structure means of Dice, HD95 and NSD are copied)")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/train_hippocampus_default_ARCH.json")
+    parser.add_argument("--command", help="the training command as typed (default: rebuilt from config.yaml, "
+                                          "which does not record a --config file)")
     args = parser.parse_args()
     config = yaml.safe_load((args.run / "config.yaml").read_text())
     rows = read_log(args.run)
     train, data = config["train"], config["data"]
     result = {
         "benchmark": "hippocampus_default_run: validation Dice against wall time of a run with default settings",
-        "command": f"medseg train {data['name']} --arch {config['model']['arch']} --fold {data['fold']}"
+        "command": args.command or f"medseg train {data['name']} --arch {config['model']['arch']} --fold {data['fold']}"
                    + (f" --time-limit {train['time_limit']:g}" if train.get("time_limit") else ""),
         "plan": {"model_options": config["model"].get("options"), "patch": data.get("patch_size"),
                  "batch": data.get("batch_size"), "iterations_per_epoch": data.get("iterations_per_epoch"),
