@@ -99,8 +99,8 @@ def main() -> None:
     train, data = config["train"], config["data"]
     result = {
         "benchmark": "hippocampus_default_run: validation Dice against wall time of a run with default settings",
-        "command": args.command or f"medseg train {data['name']} --arch {config['model']['arch']} --fold {data['fold']}"
-                   + (f" --time-limit {train['time_limit']:g}" if train.get("time_limit") else ""),
+        "command": args.command or (f"medseg train {data['name']} --arch {config['model']['arch']} --fold {data['fold']}"
+                                    + (f" --time-limit {train['time_limit']:g}" if train.get("time_limit") else "")),
         "plan": {"model_options": config["model"].get("options"), "patch": data.get("patch_size"),
                  "batch": data.get("batch_size"), "iterations_per_epoch": data.get("iterations_per_epoch"),
                  "epochs": train.get("epochs"), "time_limit_min": train.get("time_limit"),

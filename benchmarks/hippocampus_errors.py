@@ -26,31 +26,34 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
 
+from medseg.metrics.overlap import confusion, overlap_metrics  # noqa: E402
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    return overlap_metrics(confusion(pred, ref))["dice"]
 
 
 def read(path: Path) -> np.ndarray:
+    """The stored voxel array, as written (no reorientation: it must line up with the probability files)."""
     return np.rint(np.asarray(nib.load(path).dataobj)).astype(np.int64)
 
 
 def analyse(refs: dict[str, np.ndarray], preds: dict[str, np.ndarray]) -> dict:
     labels = sorted({int(v) for r in refs.values() for v in np.unique(r)} - {0})
-    out: dict = {"whole_dice": float(np.mean([dice(refs[c] > 0, preds[c] > 0) for c in refs]))}
+    out: dict = {"whole_dice": float(np.mean([dice(preds[c] > 0, refs[c] > 0) for c in refs]))}
     for label in labels:
         per_case, fp, fn, wrong, swapped = [], 0, 0, 0, 0
         for case, ref in refs.items():
             pred = preds[case]
             r, p = ref == label, pred == label
-            per_case.append(dice(r, p))
-            fp += int((p & ~r).sum())
-            fn += int((r & ~p).sum())
-            wrong += int((p ^ r).sum())
+            counts = confusion(p, r)
+            per_case.append(overlap_metrics(counts)["dice"])
+            fp += counts.fp
+            fn += counts.fn
+            wrong += counts.fp + counts.fn
             swapped += int((r & (pred > 0) & ~p).sum() + (p & (ref > 0) & ~r).sum())
-        out[str(label)] = {"dice_mean": float(np.mean(per_case)), "dice_min": float(np.min(per_case)),
-                           "dice_median": float(np.median(per_case)), "dice_max": float(np.max(per_case)),
+        out[str(label)] = {"dice_mean": float(np.nanmean(per_case)), "dice_min": float(np.nanmin(per_case)),
+                           "dice_median": float(np.nanmedian(per_case)), "dice_max": float(np.nanmax(per_case)),
                            "false_positives": fp, "false_negatives": fn,
                            "swapped_share_of_wrong": swapped / wrong if wrong else 0.0}
     return out
