@@ -1,10 +1,9 @@
-"""The CLI skeleton: fast help, version, exit codes."""
+"""The CLI skeleton: light help, version, exit codes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from typer.testing import CliRunner
 
@@ -12,6 +11,7 @@ from medseg import __version__
 from medseg.cli import app
 
 runner = CliRunner()
+HEAVY = {"torch", "monai", "SimpleITK"}
 
 
 def test_version():
@@ -37,10 +37,16 @@ def test_help_does_not_import_torch():
     assert out.split() == ["False", "False"]
 
 
-def test_help_is_fast():
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "medseg", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - start < 3.0  # generous: a loaded 2-core CI machine; ~0.25 s idle
+def test_help_from_the_command_line_loads_no_heavy_library():
+    # what keeps `medseg --help` fast (about 0.25 s), checked without a clock: the whole process, as a user
+    # starts it, imports neither torch nor MONAI nor SimpleITK (-X importtime lists every module it imports)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "medseg", "--help"],
+                          capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "typer" in imported and "medseg" in imported  # the listing is real
+    assert not imported & HEAVY, imported & HEAVY
+    assert "Usage" in done.stdout
 
 
 def test_unexpected_errors_from_dicom_libraries_never_quote_header_values():
