@@ -470,6 +470,15 @@ def _write_epoch(s: _Session, epoch: int, best_dice: float, last_dice: float, im
         raise CheckpointError("rank 0 could not write the run folder", run_dir)
 
 
+def duration(seconds: float) -> str:
+    """A rough duration for the epoch line's time to go: ``'45 s'``, ``'12 min'``, ``'16.4 h'``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def planned_epochs(epochs: int, done: int, limit_s: float, elapsed_s: float, seconds_per_epoch: float) -> int:
     """The epoch count that ends training by ``limit_s`` seconds: ``done`` epochs took ``elapsed_s`` in all
     and an epoch takes about ``seconds_per_epoch``; never more than ``epochs``, never fewer than ``done``."""
@@ -572,10 +581,11 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
 
                 dice_text = f", val Dice {row['val_dice']:.4f}" if "val_dice" in row else ""
                 update(0, advance=1, description=f"epochs (best Dice {best_dice:.3f})" if best_dice > -math.inf else "epochs")
+                left = (tc.epochs - epoch - 1) * (time.perf_counter() - t_start) / epochs_run
                 _say(info, f"epoch {epoch + 1}/{tc.epochs}: loss {row['train_loss']:.4f}{dice_text}, lr {lr:.3g}, "
                            f"{row['samples_per_s']:.1f} samples/s, {row['data_wait_fraction']:.0%} of the time waiting "
                            "for data" + (f", {row['skipped_steps']} steps skipped (NaN or infinite gradients)"
-                                         if row["skipped_steps"] else ""))
+                                         if row["skipped_steps"] else "") + (f"; about {duration(left)} to go" if left else ""))
                 if stop_after is not None and epochs_run >= stop_after:
                     break
                 epoch += 1

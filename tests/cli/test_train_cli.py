@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -104,13 +106,16 @@ def test_train_resume_and_refusals(data_root, tmp_path):
     _one_line_error(changed, 2, "--batch-size cannot change on --resume (the run has 2)")
     _one_line_error(_invoke(*common, "--resume", "--config", run / "config.yaml"), 2, "--config cannot be used")
 
-    resumed = _invoke(*common, "--resume", "--epochs", "2")  # the same flags again are fine
+    resumed = _invoke(*common, "--resume", "--epochs", "3")  # the same flags again are fine
     assert resumed.exit_code == 0, resumed.output
-    assert (run / "log.csv").read_text().count("\n") == 3  # header + 2 epochs
+    assert (run / "log.csv").read_text().count("\n") == 4  # header + 3 epochs
+    said = " ".join(resumed.stderr.split())  # the console wraps long lines
+    assert re.search(r"epoch 2/3: [^;]*; about \d+ s to go", said), said  # the time to go, from epoch 2's time
+    assert "to go" not in said.split("epoch 3/3")[1]
 
     (run / "checkpoint_last.pt").write_bytes(b"not a checkpoint")
     broken = _invoke("ph3d", "--arch", "unet3d_tiny", "--data-dir", data_root, "--models-dir", tmp_path,
-                     "--resume", "--epochs", "3")
+                     "--resume", "--epochs", "4")
     _one_line_error(broken, 1, "checkpoint_last.pt")
 
 

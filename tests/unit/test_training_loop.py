@@ -12,7 +12,8 @@ from medseg.config import RunConfig, from_dict, load_yaml, merge
 from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, TrainingError, UsageError
 from medseg.runs import load_checkpoint
 from medseg.training.curves import read_log
-from medseg.training.loop import MAX_NONFINITE_STEPS, plan_run, planned_epochs, rng_state, set_rng_state, train
+from medseg.training.loop import (MAX_NONFINITE_STEPS, duration, plan_run, planned_epochs, rng_state, set_rng_state,
+                                  train)
 
 CHECKPOINT_KEYS = {"format_version", "medseg_version", "arch", "model_options", "in_channels", "num_classes", "model",
                    "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "plan", "rng", "best_dice",
@@ -165,6 +166,10 @@ def test_a_planned_patch_larger_than_every_case_resumes(tmp_path):
     assert train(from_dict(saved), resume=True).epochs_done == 2
     with pytest.raises(ConfigError, match="larger than every case"):
         train(_config(tmp_path / "data", tmp_path / "other", name="odd", data={"patch_size": [32, 32, 24]}))
+
+
+def test_the_time_to_go_reads_in_seconds_minutes_or_hours():
+    assert [duration(t) for t in (4.2, 89, 95, 3000, 5500, 59_000)] == ["4 s", "89 s", "2 min", "50 min", "1.5 h", "16.4 h"]
 
 
 def test_planned_epochs_end_by_the_limit_below_the_ceiling():
