@@ -34,7 +34,8 @@ from medseg.training.data import DatasetFolder, PatchBatches, make_loader, open_
 from medseg.training.device import (amp_label, bf16_supported, choose_amp_dtype, device_memory_bytes, needs_grad_scaler,
                                     resolve_device)
 from medseg.training.ema import WeightAverage
-from medseg.training.planner import plan_patch_and_batch, plan_width, round_up
+from medseg.training.planner import (CPU_FP32_MACS_PER_VOXEL, CPU_MACS_PER_VOXEL, plan_patch_and_batch, plan_width,
+                                     round_up)
 
 RUN_FILES = ("config.yaml", CHECKPOINT_LAST, CHECKPOINT_BEST, "log.csv", "curves.png")
 #: settings a resumed run may change (the rest must match the checkpoint)
@@ -115,7 +116,9 @@ def plan_run(config: RunConfig, ds: DatasetFolder, spec, device, world_size: int
     memory = device_memory_bytes(device)
     planned = plan_patch_and_batch(median, spacing, net_dims, memory, size_multiple=spec.size_multiple, patch_size=patch)
     narrowed_from = _default_width(config, ds)
-    config = _plan_width(config, ds, planned.patch_size, memory, narrowed_from)
+    fp32_cpu = device.type == "cpu" and choose_amp_dtype("cpu", bf16_supported(device), config.train.amp) is None
+    budget = CPU_FP32_MACS_PER_VOXEL.get(net_dims, CPU_MACS_PER_VOXEL) if fp32_cpu else CPU_MACS_PER_VOXEL
+    config = _plan_width(config, ds, planned.patch_size, memory, narrowed_from, budget)
     narrowed = narrowed_from is not None and config.model.options.get("base_channels", narrowed_from) != narrowed_from
     train_cases, val_cases = ds.fold_cases(config.data.fold)
     config = resolve_recipe(config, num_train_cases=len(train_cases), data_dims=ds.dims, network_dims=net_dims,
@@ -146,9 +149,10 @@ def _default_width(config: RunConfig, ds: DatasetFolder) -> int | None:
     return getattr(network, "base_channels", None)
 
 
-def _plan_width(config: RunConfig, ds: DatasetFolder, patch, memory: int | None, default: int | None) -> RunConfig:
-    """Set ``model.options.base_channels`` from the device (``plan_width``) when the planner may choose it
-    (``default`` is not None)."""
+def _plan_width(config: RunConfig, ds: DatasetFolder, patch, memory: int | None, default: int | None,
+                budget: float) -> RunConfig:
+    """Set ``model.options.base_channels`` from the device (``plan_width`` with the multiply-add ``budget``)
+    when the planner may choose it (``default`` is not None)."""
     from medseg.models import count_macs
 
     if default is None:
@@ -159,7 +163,7 @@ def _plan_width(config: RunConfig, ds: DatasetFolder, patch, memory: int | None,
     def macs_per_voxel(width: int) -> float:
         return count_macs(arch, ds.num_channels, ds.num_classes, patch, **options, base_channels=width) / voxels
 
-    width = plan_width(default, macs_per_voxel, memory)
+    width = plan_width(default, macs_per_voxel, memory, budget=budget)
     if width == default:
         return config
     options["base_channels"] = width

@@ -12,6 +12,7 @@ from medseg.config import RunConfig, from_dict, load_yaml, merge
 from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, TrainingError, UsageError
 from medseg.runs import load_checkpoint
 from medseg.training.curves import read_log
+from medseg.training.device import bf16_supported
 from medseg.training.loop import (MAX_NONFINITE_STEPS, duration, plan_run, planned_epochs, rng_state, set_rng_state,
                                   train)
 
@@ -84,9 +85,19 @@ def test_the_cpu_plan_narrows_the_network_and_a_set_width_is_kept(data_root, tmp
 
     ds = open_dataset(data_root, "ph3d")
     cpu = torch.device("cpu")
-    planned, _ = plan_run(_config(data_root, tmp_path, arch="unet3d"), ds, model_spec("unet3d"), cpu)
+    planned, _ = plan_run(_config(data_root, tmp_path, arch="unet3d", train={"amp": "bf16"}), ds, model_spec("unet3d"),
+                          cpu)
     assert planned.model.options == {"base_channels": 8}  # unet3d's 32 is far too slow on a CPU
     assert (planned.optim.optimizer, planned.optim.lr) == ("adam", 1e-3)  # the narrowed network's recipe
+    fp32, _ = plan_run(_config(data_root, tmp_path, arch="unet3d", train={"amp": "off"}), ds, model_spec("unet3d"), cpu)
+    assert fp32.model.options == {"base_channels": 4}  # an fp32 step costs 2-3× a bf16 one: a cheaper plan
+    assert (fp32.optim.optimizer, fp32.optim.lr) == ("adam", 1e-3)
+    auto, _ = plan_run(_config(data_root, tmp_path, arch="unet3d"), ds, model_spec("unet3d"), cpu)
+    assert auto.model.options == {"base_channels": 8 if bf16_supported(cpu) else 4}  # this CPU's own precision
+    ph2d = open_dataset(data_root, "ph2d")
+    widths_2d = [plan_run(_config(data_root, tmp_path, name="ph2d", arch="unet", train={"amp": amp}), ph2d,
+                          model_spec("unet"), cpu)[0].model.options for amp in ("bf16", "off")]
+    assert widths_2d == [{"base_channels": 16}] * 2  # 2D networks: one CPU budget (fp32 not measured narrower)
     kept, _ = plan_run(_config(data_root, tmp_path, arch="unet3d", model={"options": {"base_channels": 16}}), ds,
                        model_spec("unet3d"), cpu)
     assert kept.model.options == {"base_channels": 16}

@@ -14,7 +14,7 @@ from medseg.training.device import amp_label, choose_amp_dtype, needs_grad_scale
 from medseg.training.losses import (compute_loss, deep_supervision_weights, dice_ce_loss, edge_bce_iou_loss,
                                     edge_weights)
 from medseg.models import count_macs
-from medseg.training.planner import CPU_BATCH_VOXELS, CPU_MACS_PER_VOXEL, CPU_MAX_BATCH, plan_patch_and_batch, plan_width
+from medseg.training.planner import CPU_BATCH_VOXELS, CPU_FP32_MACS_PER_VOXEL, CPU_MACS_PER_VOXEL, CPU_MAX_BATCH, plan_patch_and_batch, plan_width
 from medseg.training.recipe import family_of, learning_rate, resolve_recipe
 from medseg.training.validation import confusion_counts, dice_from_counts, mean_dice
 
@@ -79,6 +79,8 @@ def test_a_gpu_trains_the_published_width_and_a_cpu_a_narrower_one():
     cpu = plan_width(32, _unet3d_macs_per_voxel, None)
     assert cpu == 8  # 32: 0.93 M, 16: 0.23 M, 8: 58 k multiply-adds per voxel
     assert _unet3d_macs_per_voxel(cpu) <= CPU_MACS_PER_VOXEL < _unet3d_macs_per_voxel(2 * cpu)
+    fp32 = plan_width(32, _unet3d_macs_per_voxel, None, budget=CPU_FP32_MACS_PER_VOXEL[3])
+    assert fp32 == 4  # 15 k multiply-adds per voxel: a CPU without native bf16 trains 3D networks in fp32
     assert plan_width(32, lambda w: 1e12, None) == 4  # never below the narrowest width
     assert plan_width(16, lambda w: 1.0, None) == 16  # already cheap enough: unchanged
 
