@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
+from hippocampus_default_run import evaluation  # noqa: E402
 
 from medseg.models import count_macs, create_model  # noqa: E402
 from medseg.training import curves  # noqa: E402
@@ -77,11 +78,14 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=39.4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report", action="append", default=[], metavar="WIDTH=REPORT.json",
+                        help="a `medseg evaluate` JSON report of that width's last weights predicted with the default TTA")
     parser.add_argument("--conditions", default="")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_hippocampus_fp32_plan.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = {int(w): Path(p) for w, p in (item.split("=", 1) for item in args.runs)}
+    reports = {int(w): evaluation(Path(p)) for w, p in (item.split("=", 1) for item in args.report)}
     reference = json.loads(args.reference.read_text())
     avx2_epoch_s = float(reference["seconds_per_epoch_median"])
     seconds = step_seconds(sorted(set(runs) | {8}), args.rounds)
@@ -101,7 +105,7 @@ def main(argv=None) -> int:
             "avx2_epoch_s_emulated": round(epoch_s, 1),
             "avx2_minutes_to_085": first["avx2_minutes"] if first else None,
             f"dice_at_{args.minutes:g}_avx2_min": within[-1] if within else None,
-            "epochs_logged": len(curve), "curve": curve,
+            "predict_evaluate_tta_last": reports.get(width), "epochs_logged": len(curve), "curve": curve,
         }
         print(f"base {width}: step ×{ratio:.2f}, 0.85 at {report[f'base{width}']['avx2_minutes_to_085']} min, "
               f"at {args.minutes:g} min: {within[-1] if within else None}", flush=True)

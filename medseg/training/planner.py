@@ -32,7 +32,7 @@ CPU_MAX_BATCH = {2: MAX_BATCH[2], 3: 2}
 CPU_MACS_PER_VOXEL = 128_000
 #: the same for a 3D network trained in fp32 on a CPU (no native bf16, or ``--amp off``), where a step costs
 #: 2-3× a bf16 one: unet3d base 4 of 32 (15 k). On Hippocampus (same seed, fp32; the AVX2 CPU's 40 minutes
-#: emulated from fp32 step times) base 4 led base 8 by 0.004 in logged Dice at 40 minutes and reached 0.85
+#: emulated from fp32 step times) base 4 led base 8 by 0.006 at 40 minutes, logged and after prediction, and reached 0.85
 #: sooner (README, "On a CPU without native bf16")
 CPU_FP32_MACS_PER_VOXEL = {3: 32_000}
 #: narrowest planned base width
