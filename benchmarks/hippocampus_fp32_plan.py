@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from channels_last_cpu import _step_fn  # noqa: E402  (one training step, as the layout benchmark times it)
 from common import machine  # noqa: E402  (benchmarks/common.py)
 from hippocampus_default_run import evaluation  # noqa: E402
 
@@ -50,16 +51,10 @@ def step_seconds(widths: list[int], rounds: int, steps: int = 3) -> dict[int, fl
     fns = {}
     for width in widths:
         torch.manual_seed(0)
-        net = create_model("unet3d", 1, 3, base_channels=width).to(memory_format=torch.channels_last_3d).train()
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
-
-        def step(net=net, opt=opt):
-            loss = compute_loss(net(x), y, "dice_ce", "softmax", "halving")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        step()
-        fns[width] = step
+        net = create_model("unet3d", 1, 3, base_channels=width).to(memory_format=torch.channels_last_3d)
+        fns[width] = _step_fn(net, "train", x, y, None, lambda out, target: compute_loss(out, target, "dice_ce",
+                                                                                          "softmax", "halving"))
+        fns[width]()  # warm-up
     times = {w: [] for w in widths}
     for _ in range(rounds):
         for width, step in fns.items():
