@@ -60,13 +60,26 @@ def _step_fn(model, mode: str, x, y, amp_dtype, loss_fn):
     return step
 
 
+def time_interleaved(step_fns: dict, rounds: int, steps: int) -> dict[object, list[float]]:
+    """Seconds per call of each function, one figure per round; the functions take turns within each round, so a
+    change in the machine's speed affects all of them alike."""
+    times = {key: [] for key in step_fns}
+    for _ in range(rounds):
+        for key, step in step_fns.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[key].append((time.perf_counter() - t0) / steps)
+    return times
+
+
 def compare(build, mode: str, batch: int, side, channels: int, amp_dtype, loss_fn, rounds: int, steps: int) -> dict:
     """Median seconds per step with the default layout and with channels-last (alternating rounds)."""
     fmt = torch.channels_last if len(side) == 2 else torch.channels_last_3d
     x = torch.randn(batch, channels, *side, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 3, (batch, 1, *side), generator=torch.Generator().manual_seed(2))
-    steps_by_layout, times = {}, {"default": [], "channels_last": []}
-    for layout in times:
+    steps_by_layout = {}
+    for layout in ("default", "channels_last"):
         torch.manual_seed(0)
         model = build()
         inputs = x
@@ -75,12 +88,7 @@ def compare(build, mode: str, batch: int, side, channels: int, amp_dtype, loss_f
         steps_by_layout[layout] = _step_fn(model, mode, inputs, y, amp_dtype, loss_fn)
         for _ in range(3):  # warm-up: oneDNN primitive caches, allocator
             steps_by_layout[layout]()
-    for _ in range(rounds):
-        for layout, step in steps_by_layout.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            times[layout].append((time.perf_counter() - t0) / steps)
+    times = time_interleaved(steps_by_layout, rounds, steps)
     default, last = statistics.median(times["default"]), statistics.median(times["channels_last"])
     return {"mode": mode, "batch": batch, "patch": list(side), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
             "default_s_per_step": round(default, 4), "channels_last_s_per_step": round(last, 4),

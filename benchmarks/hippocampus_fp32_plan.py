@@ -26,13 +26,12 @@ import datetime as dt
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from channels_last_cpu import _step_fn  # noqa: E402  (one training step, as the layout benchmark times it)
+from channels_last_cpu import _step_fn, time_interleaved  # noqa: E402  (one training step, as the layout benchmark times it)
 from common import machine  # noqa: E402  (benchmarks/common.py)
 from hippocampus_default_run import evaluation  # noqa: E402
 
@@ -55,13 +54,7 @@ def step_seconds(widths: list[int], rounds: int, steps: int = 3) -> dict[int, fl
         fns[width] = _step_fn(net, "train", x, y, None, lambda out, target: compute_loss(out, target, "dice_ce",
                                                                                           "softmax", "halving"))
         fns[width]()  # warm-up
-    times = {w: [] for w in widths}
-    for _ in range(rounds):
-        for width, step in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            times[width].append((time.perf_counter() - t0) / steps)
+    times = time_interleaved(fns, rounds, steps)
     return {w: statistics.median(ts) for w, ts in times.items()}
 
 
