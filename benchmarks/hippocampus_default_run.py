@@ -89,7 +89,8 @@ def main() -> None:
     parser.add_argument("--conditions", default="", help="what else the machine did meanwhile, CPU steal, ...")
     parser.add_argument("--report", action="append", default=[], metavar="NAME=REPORT.json",
                         help="a `medseg evaluate` JSON report of this run's predictions, e.g. tta=/tmp/r.json "
-                             "(its per-structure means of Dice, HD95 and NSD are copied)")
+                             "(its per-structure means of Dice, HD95 and NSD are copied); the entries already in "
+                             "--out are kept, a NAME given again replaces its entry")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/train_hippocampus_default_ARCH.json")
     parser.add_argument("--command", help="the training command as typed (default: rebuilt from config.yaml, "
                                           "which does not record a --config file)")
@@ -97,6 +98,10 @@ def main() -> None:
     config = yaml.safe_load((args.run / "config.yaml").read_text())
     rows = read_log(args.run)
     train, data = config["train"], config["data"]
+    out = args.out or RESULTS / f"train_hippocampus_default_{config['model']['arch']}.json"
+    # a run resumed across sessions is scored at several checkpoints: keep the earlier scores
+    evaluated = json.loads(out.read_text()).get("predict_evaluate", {}) if out.exists() else {}
+    evaluated.update({name: evaluation(Path(path)) for name, path in (r.split("=", 1) for r in args.report)})
     result = {
         "benchmark": "hippocampus_default_run: validation Dice against wall time of a run with default settings",
         "command": args.command or (f"medseg train {data['name']} --arch {config['model']['arch']} --fold {data['fold']}"
@@ -108,14 +113,13 @@ def main() -> None:
         "validation": "fold's validation cases, pooled Dice per structure, no TTA, as logged in log.csv",
         **summary(rows, args.minutes),
         "curve": [point(r) for r in rows],
-        "predict_evaluate": {name: evaluation(Path(path)) for name, path in (r.split("=", 1) for r in args.report)},
+        "predict_evaluate": evaluated,
         "conditions": args.conditions,
         # the machine that summarises is the one that trained; its load now says nothing about the run
         "machine": {k: v for k, v in machine().items() if k != "load_average_at_start"},
         "summarised_by": shlex.join(["python", "benchmarks/hippocampus_default_run.py", str(args.run)]),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
     }
-    out = args.out or RESULTS / f"train_hippocampus_default_{config['model']['arch']}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
 
