@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
 
 from medseg.models import create_model  # noqa: E402
-from medseg.training.device import bf16_supported  # noqa: E402
+from medseg.devices import bf16_supported  # noqa: E402
 from medseg.training.losses import compute_loss  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "channels_last_cpu.json"

@@ -22,7 +22,7 @@ def machine() -> dict:
     (other work on the machine inflates absolute times; ratios measured in one run are what to quote)."""
     import torch
 
-    from medseg.training.device import bf16_supported
+    from medseg.devices import bf16_supported
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {

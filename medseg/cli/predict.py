@@ -69,6 +69,8 @@ def predict_command(
              "(faster on small scans; 0: always patch windows).")] = 0.0,
     overlay: Annotated[Optional[Path], typer.Option("--overlay",
         help="Folder for overlay PNGs (prediction contours on axial, coronal and sagittal slices) and an index.html.")] = None,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp",
+        help="bf16 where the device runs it natively (GPUs, CPUs with AVX512-BF16 or AMX); --no-amp: fp32.")] = True,
 ) -> None:
     """Predict a label map for each input in the input's exact geometry (same shape, affine, spacing)."""
     import dataclasses
@@ -87,7 +89,7 @@ def predict_command(
         flips=flips, crf=crf, crf_config=crf_config, overlap=overlap, batch_size=batch_size, keep_largest=keep_largest,
         save_probabilities=save_probabilities, save_uncertainty=save_uncertainty, uncertainty=uncertainty, fmt=fmt,
         overwrite=overwrite, shard=shard, series_uid=series_uid, channels=parse_channels(channels),
-        whole_image_factor=whole_image_factor, overlay=overlay,
+        whole_image_factor=whole_image_factor, overlay=overlay, amp=amp,
     )
     _print_summary(summary)
 

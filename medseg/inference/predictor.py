@@ -95,7 +95,7 @@ class Predictor:
             2 for 3D networks, 16 for 2D).
         keep_largest: keep only the largest connected component of each class.
         uncertainty: ``entropy`` (of the mean probabilities) or ``variance`` (across TTA members).
-        amp: bf16 autocast on CUDA.
+        amp: bf16 autocast where the device runs it natively (CUDA, CPUs with AVX512-BF16 or AMX); False: fp32.
         whole_image_factor: an image (padded to the network's size multiple) of at most this many
             patches' voxels is predicted in one window instead of overlapping patch windows (the network
             is fully convolutional; several times less work for small scans). 0 (default): always patch
@@ -109,7 +109,9 @@ class Predictor:
                  whole_image_factor: float = DEFAULT_WHOLE_IMAGE_FACTOR):
         from medseg.models import create_model
         from medseg.runs import checkpoint_in, load_checkpoint
+        from medseg.devices import flush_denormals
 
+        flush_denormals()  # before the first parallel torch operation: the thread pool inherits it
         path = checkpoint_in(model)
         checkpoint = load_checkpoint(path, map_location="cpu")
         missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
@@ -211,9 +213,12 @@ class Predictor:
     # ------------------------------------------------------------------------------------------
     def describe(self) -> str:
         """One line: model, device and the inference settings (for logs and the CLI)."""
+        from medseg.devices import bf16_supported
+
         scales = ",".join(f"{s:g}" for s in self.scales)
         tta = f"TTA scales {scales} × flips {self.flip_mode}" if self.tta else "no TTA"
-        return (f"{self.arch} ({self.spatial_dims}D) on {self.device}, {tta}, "
+        precision = "bf16" if self.amp and bf16_supported(self.device) else "fp32"
+        return (f"{self.arch} ({self.spatial_dims}D) on {self.device} in {precision}, {tta}, "
                 f"CRF {'on' if self.crf_config else 'off'}, overlap {self.overlap:g}")
 
     def load(self, source: Volume | str | Path | Sequence[str | Path], series_uid: str | None = None) -> Volume:

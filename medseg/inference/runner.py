@@ -100,6 +100,7 @@ def predict_files(
     channels: Sequence[str] | None = None,
     whole_image_factor: float = 0.0,
     overlay: str | Path | None = None,
+    amp: bool = True,
 ) -> PredictSummary:
     """Predict every input into ``output`` and return a :class:`PredictSummary` (see ``medseg predict``).
 
@@ -114,7 +115,7 @@ def predict_files(
     run = resolve_model(model, models_dir)
     predictor = Predictor(run, device=device, tta=tta, scales=scales, flips=flips, crf=crf, crf_config=crf_config,
                           overlap=overlap, batch_size=batch_size, keep_largest=keep_largest, uncertainty=uncertainty,
-                          whole_image_factor=whole_image_factor)
+                          whole_image_factor=whole_image_factor, amp=amp)
     summary = PredictSummary(checkpoint=predictor.checkpoint_path, settings=predictor.describe(), shard=shard)
     all_cases = gather_cases(inputs, predictor.num_channels, channels)
     summary.total_cases = len(all_cases)

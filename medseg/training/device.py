@@ -90,16 +90,3 @@ def needs_grad_scaler(dtype) -> bool:
     import torch
 
     return dtype == torch.float16
-
-
-def bf16_supported(device) -> bool:
-    """bf16 runs natively: a CUDA device that supports it, or a CPU with AVX512-BF16 or AMX instructions
-    (elsewhere CPU bf16 is emulated and slower than fp32)."""
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-    return False

@@ -81,6 +81,22 @@ def test_existing_output_is_refused_before_anything_is_predicted(work):
     assert read_volume(work / "out" / "case1.nii.gz").num_channels == 1
 
 
+def test_no_amp_predicts_in_fp32_and_says_so(work):
+    """--no-amp: fp32 throughout, named in the settings line; the default names the precision it used."""
+    from medseg.devices import bf16_supported
+
+    fp32 = invoke("inputs", "--no-tta", "--no-amp", "--device", "cpu", "-o", "fp32")
+    assert fp32.exit_code == 0, fp32.output
+    assert "cpu in fp32, no TTA" in " ".join(fp32.stdout.split())  # rich may wrap the line
+    default = invoke("inputs", "--no-tta", "--device", "cpu", "-o", "default")
+    precision = "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
+    assert f"cpu in {precision}, no TTA" in " ".join(default.stdout.split())
+    for i in range(2):
+        a = read_volume(work / "fp32" / f"case{i}.nii.gz").array
+        b = read_volume(work / "default" / f"case{i}.nii.gz").array
+        assert (a == b).mean() > 0.99  # bf16 may move a few boundary voxels, no more
+
+
 def test_shards_split_the_cases(work):
     result = invoke("inputs", "--no-tta", "--shard", "1/2")
     assert result.exit_code == 0, result.output

@@ -69,7 +69,7 @@ def test_checkpoint_predictor_writes_the_scan_geometry(run, tmp_path):
     path = write_volume(ct, tmp_path / "ct.nii.gz")
     predictor = Predictor(run, device="cpu", tta=False)
     assert predictor.checkpoint_path == run / "checkpoint_best.pt"
-    assert "unet3d_tiny (3D) on cpu" in predictor.describe()
+    assert "unet3d_tiny (3D) on cpu in " in predictor.describe()
     prediction = predictor.predict(str(path), probabilities=True)
     assert prediction.labels.spatial_shape == ct.spatial_shape
     np.testing.assert_allclose(prediction.labels.affine, ct.affine, atol=1e-6)

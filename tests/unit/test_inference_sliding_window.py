@@ -58,13 +58,40 @@ def test_equals_monai_sliding_window_inference(shape, overlap):
 
     net = _net()
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
-    ours, sq = sliding_window_predict(net, x, (16, 16, 12), overlap, batch_size=3)
+    ours, sq = sliding_window_predict(net, x, (16, 16, 12), overlap, batch_size=3, amp=False)  # fp32, as MONAI
     with torch.no_grad():
         theirs = sliding_window_inference(x[None], (16, 16, 12), 3, lambda z: torch.softmax(net(z), 1),
                                           overlap=overlap, mode="gaussian")[0]
     assert sq is None
     assert ours.shape == (3, *shape)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_only_where_the_device_runs_it_natively(monkeypatch, native):
+    """``amp``: bf16 autocast where ``bf16_supported`` (AMX / AVX512-BF16 CPUs, GPUs), else fp32; the
+    probabilities come back in fp32 either way, within bf16's rounding of the fp32 ones."""
+    import medseg.devices
+    from medseg.inference.sliding_window import autocast_context
+
+    monkeypatch.setattr(medseg.devices, "bf16_supported", lambda device: native)
+    cpu = torch.device("cpu")
+    with autocast_context(cpu, amp=True):
+        assert torch.is_autocast_enabled("cpu") == native
+        if native:
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with autocast_context(cpu, amp=False):
+        assert not torch.is_autocast_enabled("cpu")
+    net = _net()
+    x = torch.randn(2, 20, 18, 14, generator=torch.Generator().manual_seed(2))
+    fp32, _ = sliding_window_predict(net, x, (16, 16, 12), 0.5, amp=False)
+    mixed, _ = sliding_window_predict(net, x, (16, 16, 12), 0.5, amp=True)
+    assert mixed.dtype == torch.float32
+    if native:
+        assert not torch.equal(mixed, fp32)  # bf16 really ran
+        torch.testing.assert_close(mixed, fp32, atol=2e-2, rtol=0)
+    else:
+        assert torch.equal(mixed, fp32)
 
 
 def test_stacked_images_equal_separate_calls_and_progress_counts():

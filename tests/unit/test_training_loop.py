@@ -12,7 +12,7 @@ from medseg.config import RunConfig, from_dict, load_yaml, merge
 from medseg.errors import CheckpointError, ConfigError, InputError, OutputExistsError, TrainingError, UsageError
 from medseg.runs import load_checkpoint
 from medseg.training.curves import read_log
-from medseg.training.device import bf16_supported
+from medseg.devices import bf16_supported
 from medseg.training.loop import (MAX_NONFINITE_STEPS, duration, plan_run, planned_epochs, rng_state, set_rng_state,
                                   train)
 

@@ -122,6 +122,23 @@ def test_printed_precision_warns_only_for_emulated_cpu_bf16():
     assert "emulated" in amp_label("cpu", torch.bfloat16, False)
 
 
+def test_flush_denormals_reaches_the_thread_pool():
+    """Set first in a process, the flush holds in every thread of torch's pool: a product of subnormals
+    split over 2 threads comes out all zero (without it, it stays subnormal: the slow path)."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, torch; from medseg.devices import flush_denormals; "
+              "a = np.full(1_000_000, 1e-39, np.float32); ok = flush_denormals(); torch.set_num_threads(2); "
+              "x = torch.from_numpy(a); bits = lambda t: int(t.view(torch.int32).count_nonzero()); "
+              "print(ok, bits(x * 1.0), bits(x))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    if out[0] == "False":  # not x86: nothing to flush with
+        assert out[1:] == ["1000000", "1000000"]
+    else:  # the stored subnormals stay; arithmetic on them, in both threads, gives zero
+        assert out[1:] == ["0", "1000000"]
+
+
 def test_device_auto_and_cpu():
     assert resolve_device("cpu").type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
