@@ -96,8 +96,8 @@ def autocast_context(device: "torch.device", amp: bool = True):
     """bf16 autocast where the device runs bf16 natively (a CUDA GPU that supports it, a CPU with AVX512-BF16
     or AMX: ``medseg.devices.bf16_supported``), a no-op elsewhere (other CPUs only emulate bf16, far slower).
 
-    On the AMX Xeon the 39 Hippocampus validation cases with the default TTA took 0.47× the fp32 time per
-    case and kept their pooled Dice to 1e-4 (``benchmarks/subnormals.py``, ``subnormals_cpu.json``).
+    On the AMX Xeon the 39 Hippocampus validation cases with the default TTA took 0.41× the fp32 time per
+    case and kept their pooled Dice to 1e-4 (``benchmarks/cpu_inference.py``, ``cpu_inference_epoch483.json``).
     """
     import contextlib
 

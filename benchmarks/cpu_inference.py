@@ -1,8 +1,10 @@
-"""CPU inference with a long-trained checkpoint: subnormal weights, flushing them, and bf16.
+"""CPU inference: subnormal numbers in a long-trained checkpoint, flushing them, and bf16.
 
-Run from the repository root, e.g. ``.venv/bin/python benchmarks/subnormals.py
-models/hippocampus_unet3d_fold0/checkpoint_last.pt --images VAL/images --labels VAL/labels``.
-Writes ``benchmarks/results/subnormals_cpu.json`` with the machine it ran on.
+Run from the repository root, e.g. ``.venv/bin/python benchmarks/cpu_inference.py
+models/hippocampus_unet3d_fold0/checkpoint_last.pt --images VAL/images --labels VAL/labels --out
+benchmarks/results/cpu_inference_epochN.json``; ``--architectures`` instead times one forward pass of
+each architecture (random weights, 256² RGB or 64³, batch 1, median of interleaved rounds) in fp32 and in
+bf16 autocast → ``benchmarks/results/cpu_inference_architectures.json``. Each file records the machine.
 
 A checkpoint trained for hundreds of epochs holds many fp32 subnormals (below 1.2e-38: the moving average
 of weights the optimizer keeps at zero decays geometrically under the fp32 range), and x86 CPUs compute
@@ -117,18 +119,68 @@ def pooled_dice(preds: dict[str, np.ndarray], labels: Path, classes: int) -> lis
     return dice_from_counts(counts)
 
 
+def architectures(threads: int, out_path: Path, rounds: int = 7) -> None:
+    """Seconds per forward pass of each architecture in fp32 and under ``autocast_context`` (bf16 where the
+    CPU runs it natively), interleaved round by round so that other load falls on both alike."""
+    import torch
+    from common import machine
+
+    from medseg.devices import bf16_supported, flush_denormals
+    from medseg.inference.sliding_window import autocast_context
+    from medseg.models import create_model, model_spec
+
+    flush_denormals()
+    torch.set_num_threads(threads)
+    cpu = torch.device("cpu")
+    result = {"benchmark": "cpu_inference_architectures", "machine": machine(),
+              "bf16_native": bf16_supported(cpu), "rounds": rounds, "networks": {}}
+    for name, shape in (("unet", (256, 256)), ("unext", (256, 256)), ("cm_mlp", (256, 256)),
+                        ("unet3d", (64, 64, 64)), ("vnet", (64, 64, 64))):
+        dims = model_spec(name).spatial_dims
+        layout = torch.channels_last if dims == 2 else torch.channels_last_3d
+        torch.manual_seed(0)
+        network = create_model(name, 3 if dims == 2 else 1, 2).eval().to(memory_format=layout)
+        x = torch.randn(1, 3 if dims == 2 else 1, *shape).contiguous(memory_format=layout)
+        times = {"fp32": [], "bf16": []}
+        with torch.no_grad():
+            for r in range(rounds + 1):  # round 0 warms up
+                for label, amp in (("fp32", False), ("bf16", True)):
+                    with autocast_context(cpu, amp):
+                        start = time.perf_counter()
+                        network(x)
+                        if r:
+                            times[label].append(time.perf_counter() - start)
+        row = {"input": list(x.shape), **{f"{k}_s": statistics.median(v) for k, v in times.items()}}
+        row["bf16_time_ratio"] = row["bf16_s"] / row["fp32_s"]
+        result["networks"][name] = row
+        print(name, row, flush=True)
+    result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    out_path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out_path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--images", type=Path, required=True, help="folder of scans (.nii.gz)")
+    parser.add_argument("checkpoint", type=Path, nargs="?")
+    parser.add_argument("--architectures", action="store_true", help="fp32 against bf16 forward passes, per network")
+    parser.add_argument("--images", type=Path, help="folder of scans (.nii.gz)")
     parser.add_argument("--labels", type=Path, help="their reference label maps, same file names (for Dice)")
     parser.add_argument("--cases", type=int, default=0, help="only the first N scans (0: all)")
     parser.add_argument("--slow-cases", type=int, default=8, help="scans for medseg_fp32_no_flush and monai")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "subnormals_cpu.json")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="a comma-separated subset (medseg_fp32 is always run: the others are compared to it)")
+    parser.add_argument("--out", type=Path, help="the JSON to write (default: benchmarks/results/cpu_inference.json, "
+                        "or cpu_inference_architectures.json)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    results = REPO / "benchmarks" / "results"
+    if args.architectures:
+        return architectures(args.threads, args.out or results / "cpu_inference_architectures.json")
+    if args.checkpoint is None or args.images is None:
+        parser.error("a checkpoint and --images are needed (or --architectures)")
+    out_path = args.out or results / "cpu_inference.json"
     images = sorted(args.images.glob("*.nii.gz"))
     images = images[: args.cases] if args.cases else images
     if args.worker:
@@ -138,13 +190,14 @@ def main() -> None:
 
     from medseg.runs import load_checkpoint
 
-    result = {"benchmark": "subnormals_cpu", "machine": machine(), "checkpoint": str(args.checkpoint),
+    result = {"benchmark": "cpu_inference", "machine": machine(), "checkpoint": str(args.checkpoint),
               "epoch": load_checkpoint(args.checkpoint, map_location="cpu").get("epoch"),
               "subnormals": subnormal_fraction(args.checkpoint), "cases": len(images),
               "slow_cases": min(args.slow_cases, len(images)), "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         preds = {}
-        for variant in VARIANTS:
+        chosen = [v for v in VARIANTS if v == "medseg_fp32" or v in args.variants.split(",")]
+        for variant in chosen:
             out = Path(tmp) / variant
             out.mkdir()
             command = [sys.executable, __file__, str(args.checkpoint), "--images", str(args.images), "--cases",
@@ -166,13 +219,13 @@ def main() -> None:
             print(variant, row, flush=True)
         for variant, row in result["variants"].items():  # on the same cases: the ratios a user sees
             times = json.loads((Path(tmp) / variant / "times.json").read_text())
-            for base in ("medseg_fp32", "medseg"):
+            for base in [b for b in ("medseg_fp32", "medseg") if b in chosen]:
                 base_times = json.loads((Path(tmp) / base / "times.json").read_text())
                 row[f"time_ratio_to_{base}"] = row["median_s_per_case"] / statistics.median(base_times[n]
                                                                                             for n in times)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    out_path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":
