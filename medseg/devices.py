@@ -1,6 +1,39 @@
-"""What the machine's devices do natively, shared by training and inference: bf16, subnormal flushing."""
+"""The device to run on and what it does natively, shared by training and inference: bf16, subnormal flushing."""
 
 from __future__ import annotations
+
+
+def resolve_device(name: str | None = "auto", local_rank: int = 0):
+    """``torch.device`` for ``name``: ``auto`` = CUDA (``cuda:local_rank``), then MPS, then CPU; ``cpu``,
+    ``cuda``, ``cuda:N`` or ``mps`` as given. A device the machine lacks, or an unknown name, is a
+    ``ConfigError`` naming the choices (exit code 1). Training, prediction and their CLIs share it.
+    """
+    import torch
+
+    from medseg.errors import ConfigError
+
+    name = (name or "auto").lower()
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        if cuda:
+            return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        return torch.device("mps") if mps else torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not cuda:
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        count = torch.cuda.device_count()
+        index = name.split(":", 1)[1] if ":" in name else str(local_rank % count)
+        if not index.isdigit() or int(index) >= count:
+            raise ConfigError(f"--device {name}: this machine has CUDA devices 0 to {count - 1}")
+        return torch.device("cuda", int(index))
+    if name == "mps":
+        if not mps:
+            raise ConfigError("--device mps: MPS is not available on this machine (use --device cpu)")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
 
 
 def bf16_supported(device) -> bool:

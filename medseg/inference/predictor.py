@@ -39,29 +39,6 @@ DEFAULT_WHOLE_IMAGE_FACTOR = 0.0  # patch windows (best Dice); 4.0 is ~2.5x fast
 REQUIRED_KEYS = ("arch", "in_channels", "num_classes", "model", "plan")
 
 
-def resolve_device(name: str | None = "auto"):
-    """``auto`` → CUDA, then MPS, then CPU; otherwise ``torch.device(name)`` (an unusable device is a
-    ``UsageError``)."""
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {name!r} requested but MPS is not available (use --device cpu)")
-    return device
-
-
 @dataclass
 class Prediction:
     """What :meth:`Predictor.predict` returns, all on the scan's grid (its exact affine).
@@ -171,6 +148,8 @@ class Predictor:
                    batch_size=None, keep_largest=False, uncertainty="entropy", amp=True,
                    whole_image_factor=DEFAULT_WHOLE_IMAGE_FACTOR) -> None:
         import torch
+
+        from medseg.devices import resolve_device
 
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.plan = dict(plan)

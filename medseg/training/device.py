@@ -1,36 +1,8 @@
-"""Device choice, device memory and the mixed-precision decision (pure where it can be)."""
+"""Device memory and the mixed-precision decision (pure where it can be); the device itself: ``medseg.devices``."""
 
 from __future__ import annotations
 
 from medseg.errors import ConfigError
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0):
-    """``torch.device`` for ``name``: ``auto`` = CUDA (``cuda:local_rank``), then MPS, then CPU.
-
-    ``cuda``/``mps`` that the machine lacks is a ``ConfigError``.
-    """
-    import torch
-
-    name = (name or "auto").lower()
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        if cuda:
-            return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-        return torch.device("mps") if mps else torch.device("cpu")
-    if name.startswith("cuda"):
-        if not cuda:
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-        index = int(name.split(":", 1)[1]) if ":" in name else local_rank % torch.cuda.device_count()
-        return torch.device("cuda", index)
-    if name == "mps":
-        if not mps:
-            raise ConfigError("--device mps: MPS is not available on this machine")
-        return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"--device {name}: expected auto, cuda, cuda:N, mps or cpu")
 
 
 def device_memory_bytes(device) -> int | None:

@@ -26,13 +26,13 @@ import numpy as np
 
 from medseg import progress
 from medseg.config import RunConfig, from_dict, save_yaml, to_dict
-from medseg.devices import bf16_supported, flush_denormals
+from medseg.devices import bf16_supported, flush_denormals, resolve_device
 from medseg.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
 from medseg.runs import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from medseg.training import distributed
 from medseg.training.curves import log_columns, plot_curves, read_log, write_log
 from medseg.training.data import DatasetFolder, PatchBatches, make_loader, open_dataset
-from medseg.training.device import amp_label, choose_amp_dtype, device_memory_bytes, needs_grad_scaler, resolve_device
+from medseg.training.device import amp_label, choose_amp_dtype, device_memory_bytes, needs_grad_scaler
 from medseg.training.ema import WeightAverage
 from medseg.training.planner import (CPU_FP32_MACS_PER_VOXEL, CPU_MACS_PER_VOXEL, plan_patch_and_batch, plan_width,
                                      round_up)

@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_helpers import ValueToClass, ct_plan, label_plan, save_tiny_checkpoint  # noqa: E402
 
-from medseg.errors import CheckpointError, GeometryError, InputError, UsageError  # noqa: E402
-from medseg.inference.predictor import Predictor, resolve_device  # noqa: E402
+from medseg.errors import CheckpointError, ConfigError, GeometryError, InputError, UsageError  # noqa: E402
+from medseg.inference.predictor import Predictor  # noqa: E402
 from medseg.io import write_volume  # noqa: E402
 from medseg.io.volume import Volume  # noqa: E402
 from medseg.phantoms import ct_phantom, orientation_affine  # noqa: E402
@@ -153,9 +153,8 @@ def test_options_are_validated():
             Predictor.from_model(ValueToClass(2), plan, patch_size=(8, 8, 8), **bad)
     with pytest.raises(UsageError, match="patch size"):
         Predictor.from_model(ValueToClass(2), plan, patch_size=(8, 8))
-    with pytest.raises(UsageError, match="unknown device"):
-        resolve_device("tpu")
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ConfigError, match="expected auto, cpu, cuda"):
+        Predictor.from_model(ValueToClass(2), plan, patch_size=(8, 8, 8), device="tpu")
 
 
 def test_label_values_are_class_indices_and_sigmoid_models():

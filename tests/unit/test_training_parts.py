@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from medseg.config import RunConfig, merge
 from medseg.errors import ConfigError
-from medseg.training.device import amp_label, choose_amp_dtype, needs_grad_scaler, resolve_device
+from medseg.devices import resolve_device
+from medseg.training.device import amp_label, choose_amp_dtype, needs_grad_scaler
 from medseg.training.losses import (compute_loss, deep_supervision_weights, dice_ce_loss, edge_bce_iou_loss,
                                     edge_weights)
 from medseg.models import count_macs
@@ -148,6 +149,18 @@ def test_device_auto_and_cpu():
             resolve_device("cuda")
     with pytest.raises(ConfigError):
         resolve_device("tpu")
+
+
+def test_cuda_device_names_on_a_two_gpu_machine(monkeypatch):
+    """The CUDA branch's logic, given a machine with two GPUs: an index, a rank's default, bad indices."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cuda", local_rank=3) == torch.device("cuda", 1)
+    assert resolve_device("auto", local_rank=2) == torch.device("cuda", 0)
+    for bad in ("cuda:2", "cuda:x", "cuda:"):
+        with pytest.raises(ConfigError, match="CUDA devices 0 to 1"):
+            resolve_device(bad)
 
 
 # --- recipes and schedules ---------------------------------------------------------------------
