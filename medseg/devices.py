@@ -57,10 +57,10 @@ def flush_denormals() -> bool:
     epochs, none after 170), and x86 CPUs take a slow microcode path for every such operand; activations
     can be subnormal too. Measured on the AMX Xeon (2 threads, torch 2.13, one 40×56×40 forward pass in
     fp32 with the epoch-486 weights): 0.93 s, 0.125 s with flushing (as fast as freshly initialised
-    weights), equal outputs; ``benchmarks/cpu_inference.py`` for whole predictions. The setting is per thread and new threads
-    inherit it, so it is made before the first parallel torch operation of the process (training and the
-    predictor call this first); GPUs flush subnormals in their own kernels and are unaffected. Returns
-    False on a CPU without the setting (not x86).
+    weights), equal outputs; ``benchmarks/cpu_inference.py`` for whole predictions. The setting is per
+    thread and new threads inherit it, so it is made before the first parallel torch operation of the
+    process (training and the predictor call this first); GPUs flush subnormals in their own kernels and
+    are unaffected. Returns False on a CPU without the setting (not x86).
     """
     import torch
 

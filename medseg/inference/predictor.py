@@ -84,9 +84,9 @@ class Predictor:
                  crf_config: CRFConfig | None = None, overlap: float = DEFAULT_OVERLAP, batch_size: int | None = None,
                  keep_largest: bool = False, uncertainty: str = "entropy", amp: bool = True,
                  whole_image_factor: float = DEFAULT_WHOLE_IMAGE_FACTOR):
+        from medseg.devices import flush_denormals
         from medseg.models import create_model
         from medseg.runs import checkpoint_in, load_checkpoint
-        from medseg.devices import flush_denormals
 
         flush_denormals()  # before the first parallel torch operation: the thread pool inherits it
         path = checkpoint_in(model)
