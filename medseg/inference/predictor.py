@@ -131,6 +131,9 @@ class Predictor:
         largest label value + 1; ``spatial_dims`` defaults to ``model.spatial_dims``, else the plan's
         ``dims``. Other options are those of the constructor (``tta``, ``scales``, ``flips``, ``crf``...).
         """
+        from medseg.devices import flush_denormals
+
+        flush_denormals()  # this thread at least: torch's pool may already run the caller's network
         self = cls.__new__(cls)
         labels = dict(labels or plan.get("labels") or {"background": 0, "foreground": 1})
         if num_classes is None:
