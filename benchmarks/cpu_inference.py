@@ -11,7 +11,7 @@ of weights the optimizer keeps at zero decays geometrically under the fp32 range
 on them through a slow path. Each variant runs in a fresh process (the flush setting belongs to a
 process's threads) on the same cases, predicting with the default TTA (8 flips):
 
-- ``medseg_fp32``: ``Predictor(amp=False)``, subnormals flushed (``medseg.devices.flush_denormals``);
+- ``medseg_fp32``: ``Predictor(amp=False)``, subnormals flushed (``medseg.devices.subnormals_flushed``);
 - ``medseg_fp32_no_flush``: the same with the flush disabled (medseg before it flushed);
 - ``monai``: MONAI's ``sliding_window_inference`` (Gaussian, overlap 0.5) per flip on the same network and
   the same preprocessed image in fp32, as a MONAI user would run it (MONAI does not flush);
@@ -27,6 +27,7 @@ medseg's functions); the slow variants (``medseg_fp32_no_flush``, ``monai``) run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -63,7 +64,8 @@ def worker(variant: str, checkpoint: Path, images: list[Path], out: Path, thread
     import medseg.devices as device
 
     if variant in SLOW:
-        device.flush_denormals = lambda: False  # medseg before the change; MONAI has no such setting
+        device.start_flushing_pool = lambda: False  # medseg before the change; MONAI has no such setting
+        device.subnormals_flushed = contextlib.nullcontext
     torch.set_num_threads(threads)
     from medseg.inference.predictor import Predictor
 
@@ -125,12 +127,12 @@ def architectures(threads: int, out_path: Path, rounds: int = 7) -> None:
     import torch
     from common import machine
 
-    from medseg.devices import bf16_supported, flush_denormals
+    from medseg.devices import bf16_supported, start_flushing_pool, subnormals_flushed
     from medseg.inference.sliding_window import autocast_context
     from medseg.models import create_model, model_spec
 
-    flush_denormals()
     torch.set_num_threads(threads)
+    start_flushing_pool()
     cpu = torch.device("cpu")
     result = {"benchmark": "cpu_inference_architectures", "machine": machine(),
               "bf16_native": bf16_supported(cpu), "rounds": rounds, "networks": {}}
@@ -142,7 +144,7 @@ def architectures(threads: int, out_path: Path, rounds: int = 7) -> None:
         network = create_model(name, 3 if dims == 2 else 1, 2).eval().to(memory_format=layout)
         x = torch.randn(1, 3 if dims == 2 else 1, *shape).contiguous(memory_format=layout)
         times = {"fp32": [], "bf16": []}
-        with torch.no_grad():
+        with torch.no_grad(), subnormals_flushed():
             for r in range(rounds + 1):  # round 0 warms up
                 for label, amp in (("fp32", False), ("bf16", True)):
                     with autocast_context(cpu, amp):

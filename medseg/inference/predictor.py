@@ -84,11 +84,11 @@ class Predictor:
                  crf_config: CRFConfig | None = None, overlap: float = DEFAULT_OVERLAP, batch_size: int | None = None,
                  keep_largest: bool = False, uncertainty: str = "entropy", amp: bool = True,
                  whole_image_factor: float = DEFAULT_WHOLE_IMAGE_FACTOR):
-        from medseg.devices import flush_denormals
+        from medseg.devices import start_flushing_pool
         from medseg.models import create_model
         from medseg.runs import checkpoint_in, load_checkpoint
 
-        flush_denormals()  # before the first parallel torch operation: the thread pool inherits it
+        start_flushing_pool()  # before any other torch work: the pool's threads keep the flag
         path = checkpoint_in(model)
         checkpoint = load_checkpoint(path, map_location="cpu")
         missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
@@ -131,9 +131,9 @@ class Predictor:
         largest label value + 1; ``spatial_dims`` defaults to ``model.spatial_dims``, else the plan's
         ``dims``. Other options are those of the constructor (``tta``, ``scales``, ``flips``, ``crf``...).
         """
-        from medseg.devices import flush_denormals
+        from medseg.devices import start_flushing_pool
 
-        flush_denormals()  # this thread at least: torch's pool may already run the caller's network
+        start_flushing_pool()  # no effect where torch's pool already runs the caller's network
         self = cls.__new__(cls)
         labels = dict(labels or plan.get("labels") or {"background": 0, "foreground": 1})
         if num_classes is None:

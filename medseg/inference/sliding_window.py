@@ -194,7 +194,9 @@ def sliding_window_predict(
 
     items = [(n, win) for win in windows for n in range(n_images)]
     probs_sum = probs_sq = None
-    with torch.no_grad():
+    from medseg.devices import subnormals_flushed
+
+    with torch.no_grad(), subnormals_flushed():
         for first in range(0, len(items), batch_size):
             chunk = items[first:first + batch_size]
             batch = torch.stack([image[n][(slice(None), *win)] for n, win in chunk]).to(device, non_blocking=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 from medseg import progress
 from medseg.config import RunConfig, from_dict, save_yaml, to_dict
-from medseg.devices import bf16_supported, flush_denormals, resolve_device
+from medseg.devices import bf16_supported, resolve_device, start_flushing_pool, subnormals_flushed
 from medseg.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
 from medseg.runs import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from medseg.training import distributed
@@ -245,7 +245,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False,
     """
     from medseg.models import model_spec
 
-    flush_denormals()  # before the first parallel torch operation: the thread pool inherits it
+    start_flushing_pool()  # before any other torch work: the pool's threads keep the flag
     if not config.model.arch:
         raise ConfigError("no architecture given (--arch)")
     spec = model_spec(config.model.arch)  # unknown names: UsageError listing the valid ones
@@ -567,8 +567,9 @@ def _train(config: RunConfig, ds: DatasetFolder, spec, device, info: distributed
                 for group in s.optimizer.param_groups:
                     group["lr"] = lr
                 update(1, reset=True)
-                row = {"epoch": epoch + 1, "lr": lr, "effective_batch": s.effective_batch,
-                       **_train_epoch(s, batch_iter, epoch, update)}
+                with subnormals_flushed():
+                    row = {"epoch": epoch + 1, "lr": lr, "effective_batch": s.effective_batch,
+                           **_train_epoch(s, batch_iter, epoch, update)}
                 improved = False
                 epochs_run += 1
                 if tc.time_limit is not None:

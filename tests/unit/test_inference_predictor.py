@@ -177,3 +177,14 @@ def test_label_values_are_class_indices_and_sigmoid_models():
     prediction = binary.predict(scan, probabilities=True)
     assert np.array_equal(prediction.labels.array, (values > 0).astype(np.uint8))
     assert prediction.probabilities.num_channels == 2
+
+
+def test_prediction_leaves_ieee_arithmetic_on_this_thread():
+    """Subnormals are flushed during the network passes only: afterwards numpy (and scipy's cKDTree, which
+    crashed under the flag) compute as before."""
+    scan, _ = _label_scan()
+    predictor = Predictor.from_model(ValueToClass(4), label_plan(4, scan.spacing), patch_size=(16, 16, 16))
+    predictor.predict(scan)
+    tiny = np.array([1e-39], np.float32)
+    assert (tiny * np.float32(1.0)).view(np.int32)[0] != 0
+

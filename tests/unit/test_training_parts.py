@@ -123,21 +123,24 @@ def test_printed_precision_warns_only_for_emulated_cpu_bf16():
     assert "emulated" in amp_label("cpu", torch.bfloat16, False)
 
 
-def test_flush_denormals_reaches_the_thread_pool():
-    """Set first in a process, the flush holds in every thread of torch's pool: a product of subnormals
-    split over 2 threads comes out all zero (without it, it stays subnormal: the slow path)."""
+def test_subnormals_flushed_in_every_pool_thread_and_only_inside_the_block():
+    """With the pool started under the flag, a product of subnormals split over 2 threads comes out all zero
+    inside ``subnormals_flushed`` (without it, it stays subnormal: the slow path); outside, this thread
+    computes in IEEE arithmetic again (scipy's cKDTree crashed under the flag), torch and numpy alike."""
     import subprocess
     import sys
 
-    script = ("import numpy as np, torch; from medseg.devices import flush_denormals; "
-              "a = np.full(1_000_000, 1e-39, np.float32); ok = flush_denormals(); torch.set_num_threads(2); "
+    script = ("import numpy as np, torch; from medseg.devices import start_flushing_pool, subnormals_flushed; "
+              "a = np.full(1_000_000, 1e-39, np.float32); torch.set_num_threads(2); ok = start_flushing_pool(); "
               "x = torch.from_numpy(a); bits = lambda t: int(t.view(torch.int32).count_nonzero()); "
-              "print(ok, bits(x * 1.0), bits(x))")
+              "cm = subnormals_flushed(); cm.__enter__(); inner = subnormals_flushed(); inner.__enter__(); "
+              "inner.__exit__(None, None, None); nested = bits(x * 1.0); cm.__exit__(None, None, None); "
+              "print(ok, nested, bits(x), bits(x[:10] * 1.0), int(np.count_nonzero((a[:10] * np.float32(1)).view(np.int32))))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     if out[0] == "False":  # not x86: nothing to flush with
-        assert out[1:] == ["1000000", "1000000"]
-    else:  # the stored subnormals stay; arithmetic on them, in both threads, gives zero
-        assert out[1:] == ["0", "1000000"]
+        assert out[1:] == ["1000000", "1000000", "10", "10"]
+    else:  # flushed in both threads, also after a nested block ended; stored values kept; IEEE again after
+        assert out[1:] == ["0", "1000000", "10", "10"]
 
 
 def test_device_auto_and_cpu():
