@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from medseg import devices
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -103,9 +105,7 @@ def autocast_context(device: "torch.device", amp: bool = True):
 
     import torch
 
-    from medseg.devices import bf16_supported
-
-    if amp and bf16_supported(device):
+    if amp and devices.bf16_supported(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -194,9 +194,7 @@ def sliding_window_predict(
 
     items = [(n, win) for win in windows for n in range(n_images)]
     probs_sum = probs_sq = None
-    from medseg.devices import subnormals_flushed
-
-    with torch.no_grad(), subnormals_flushed():
+    with torch.no_grad(), devices.subnormals_flushed():
         for first in range(0, len(items), batch_size):
             chunk = items[first:first + batch_size]
             batch = torch.stack([image[n][(slice(None), *win)] for n, win in chunk]).to(device, non_blocking=True)
