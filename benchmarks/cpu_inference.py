@@ -6,9 +6,8 @@ benchmarks/results/cpu_inference_epochN.json``; ``--architectures`` instead time
 each architecture (random weights, 256² RGB or 64³, batch 1, median of interleaved rounds) in fp32 and in
 bf16 autocast → ``benchmarks/results/cpu_inference_architectures.json``. Each file records the machine.
 
-A checkpoint trained for hundreds of epochs holds many fp32 subnormals (below 1.2e-38: the moving average
-of weights the optimizer keeps at zero decays geometrically under the fp32 range), and x86 CPUs compute
-on them through a slow path. Each variant runs in a fresh process (the flush setting belongs to a
+A checkpoint trained for hundreds of epochs holds many fp32 subnormals (below 1.2e-38; see
+``medseg.devices.subnormals_flushed``), and x86 CPUs compute on them through a slow path. Each variant runs in a fresh process (the flush setting belongs to a
 process's threads) on the same cases, predicting with the default TTA (8 flips):
 
 - ``medseg_fp32``: ``Predictor(amp=False)``, subnormals flushed (``medseg.devices.subnormals_flushed``);
