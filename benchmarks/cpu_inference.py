@@ -7,8 +7,9 @@ each architecture (random weights, 256² RGB or 64³, batch 1, median of interle
 bf16 autocast → ``benchmarks/results/cpu_inference_architectures.json``. Each file records the machine.
 
 A checkpoint trained for hundreds of epochs holds many fp32 subnormals (below 1.2e-38; see
-``medseg.devices.subnormals_flushed``), and x86 CPUs compute on them through a slow path. Each variant runs in a fresh process (the flush setting belongs to a
-process's threads) on the same cases, predicting with the default TTA (8 flips):
+``medseg.devices.subnormals_flushed``), and x86 CPUs compute on them through a slow path. Each variant runs
+in a fresh process (the flush setting belongs to a process's threads) on the same cases, predicting with the
+default TTA (8 flips):
 
 - ``medseg_fp32``: ``Predictor(amp=False)``, subnormals flushed (``medseg.devices.subnormals_flushed``);
 - ``medseg_fp32_no_flush``: the same with the flush disabled (medseg before it flushed);

@@ -60,7 +60,8 @@ class EvaluationReport:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when a CUDA GPU is usable, else ``cpu``; ``cpu`` and ``cuda[:N]`` as given.
+    """``auto`` → ``cuda`` when a CUDA GPU is usable, else ``cpu``; ``cpu`` and ``cuda[:N]`` as given,
+    checked against the machine by ``medseg.devices.resolve_device`` (training's and prediction's rules).
 
     Surface distances need float64, so other torch devices (MPS) are refused. ``auto`` imports torch
     only where an NVIDIA driver is present, so the CPU path starts fast.
@@ -68,16 +69,16 @@ def resolve_device(device: str = "auto") -> str:
     device = str(device).lower()
     if device == "cpu":
         return device
-    if device == "auto" and not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")):
-        return "cpu"
-    if device == "auto" or device.startswith("cuda"):
+    if device == "auto":
+        if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")):
+            return "cpu"
         import torch
 
-        if torch.cuda.is_available():
-            return "cuda" if device == "auto" else device
-        if device == "auto":
-            return "cpu"
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        from medseg.devices import resolve_device as checked_device
+
+        return str(checked_device(device))
     raise ConfigError(f"device {device!r} is not supported for metrics (use auto, cpu or cuda)")
 
 

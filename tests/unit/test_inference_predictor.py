@@ -187,4 +187,3 @@ def test_prediction_leaves_ieee_arithmetic_on_this_thread():
     predictor.predict(scan)
     tiny = np.array([1e-39], np.float32)
     assert (tiny * np.float32(1.0)).view(np.int32)[0] != 0
-

@@ -243,3 +243,17 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_metrics_cuda_names_follow_the_training_rules(monkeypatch):
+    """Given a machine with one GPU, an explicit CUDA name is checked like training's and prediction's."""
+    import torch
+
+    from medseg.errors import ConfigError
+    from medseg.metrics import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ConfigError, match="CUDA devices 0 to 0"):
+        resolve_device("cuda:1")
