@@ -82,6 +82,15 @@ def evaluation(report: Path) -> dict:
     return out
 
 
+def compare(rows: list[dict], other: Path) -> dict:
+    """The logged mean Dice against another summarised run's curve, at the epochs both logged."""
+    theirs = {p["epoch"]: p["dice_mean"] for p in json.loads(other.read_text())["curve"]}
+    diffs = [row["val_dice"] - theirs[int(row["epoch"])] for row in rows if int(row["epoch"]) in theirs]
+    return {"epochs": len(diffs),
+            "mean_abs_difference": round(statistics.mean(map(abs, diffs)), 5) if diffs else None,
+            "max_abs_difference": round(max(map(abs, diffs)), 5) if diffs else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the run folder (models/NAME)")
@@ -94,6 +103,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/train_hippocampus_default_ARCH.json")
     parser.add_argument("--command", help="the training command as typed (default: rebuilt from config.yaml, "
                                           "which does not record a --config file)")
+    parser.add_argument("--compare", action="append", default=[], type=Path, metavar="RESULT.json",
+                        help="another run summarised by this script: the mean and largest difference of the "
+                             "logged mean Dice at the epochs both logged (same seed: how far a run replays)")
     args = parser.parse_args()
     config = yaml.safe_load((args.run / "config.yaml").read_text())
     rows = read_log(args.run)
@@ -114,6 +126,7 @@ def main() -> None:
         **summary(rows, args.minutes),
         "curve": [point(r) for r in rows],
         "predict_evaluate": evaluated,
+        "compared_with": {path.name: compare(rows, path) for path in args.compare},
         "conditions": args.conditions,
         # the machine that summarises is the one that trained; its load now says nothing about the run
         "machine": {k: v for k, v in machine().items() if k != "load_average_at_start"},
